@@ -1,0 +1,48 @@
+//! Shared helpers for the integration tests in `tests/`.
+//!
+//! Every test starts its own etcd through [`etcd_harness`] on free loopback ports; the server
+//! version comes from `ETCD_VERSION` (default 3.5.1), so one suite runs against each release.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcd_harness::{ClusterConfig, EtcdCluster};
+use tonic::transport::{Channel, Endpoint};
+
+pub use etcd_harness;
+
+/// Starts a single-member cluster of the version named by `ETCD_VERSION`.
+pub fn single() -> Result<EtcdCluster> {
+    EtcdCluster::start(ClusterConfig::default()).context("starting etcd")
+}
+
+/// Starts a three-member cluster of the version named by `ETCD_VERSION`.
+pub fn three() -> Result<EtcdCluster> {
+    EtcdCluster::start(ClusterConfig::default().with_members(3)).context("starting a 3-member etcd")
+}
+
+/// A gRPC channel to one client URL of the cluster.
+pub async fn channel(url: &str) -> Result<Channel> {
+    Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// Retries `f` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,81 @@
+//! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run` calls only this).
+//!
+//! 1. installs every pinned etcd release (the harness does it; nothing else need be on the machine);
+//! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
+//! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
+//! 4. the server-facing tests again against etcd 3.4.23;
+//! 5. fails if any etcd process started from the harness's binaries outlived the tests.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Result, bail, ensure};
+use etcd_harness::{EtcdBinaries, EtcdVersion};
+
+/// The crates whose tests talk to etcd; they run once per supported release.
+const SERVER_TEST_CRATES: &[&str] = &["etcd-harness", "etcd-tests"];
+
+pub(crate) fn run(quick: bool) -> Result<()> {
+    step("install etcd releases");
+    let mut binaries = Vec::new();
+    for version in EtcdVersion::ALL {
+        let bins = EtcdBinaries::find_or_install(version)?;
+        println!("etcd {version}: {}", bins.etcd.display());
+        binaries.push(bins.etcd);
+    }
+    let before = etcd_pids(&binaries);
+
+    if !quick {
+        step("cargo fmt --check");
+        cargo(&["fmt", "--all", "--check"], None)?;
+        step("cargo clippy");
+        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], None)?;
+    }
+
+    step("tests against etcd 3.5.1");
+    cargo(&["test", "--workspace", "--no-fail-fast"], Some(EtcdVersion::V3_5_1))?;
+
+    step("server tests against etcd 3.4.23");
+    let mut args = vec!["test", "--no-fail-fast"];
+    for krate in SERVER_TEST_CRATES {
+        args.extend(["-p", krate]);
+    }
+    cargo(&args, Some(EtcdVersion::V3_4_23))?;
+
+    step("no etcd process left behind");
+    let leaked: Vec<_> = etcd_pids(&binaries).difference(&before).copied().collect();
+    ensure!(leaked.is_empty(), "etcd processes outlived the tests: {leaked:?}");
+    println!("none");
+    Ok(())
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn cargo(args: &[&str], version: Option<EtcdVersion>) -> Result<()> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args).current_dir(crate::codegen::workspace_root());
+    if let Some(v) = version {
+        cmd.env(etcd_harness::ETCD_VERSION_ENV, v.as_str());
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Pids of running processes whose executable is one of `binaries`.
+fn etcd_pids(binaries: &[PathBuf]) -> BTreeSet<u32> {
+    let wanted: Vec<_> = binaries.iter().filter_map(|b| b.canonicalize().ok()).collect();
+    let Ok(proc) = std::fs::read_dir("/proc") else { return BTreeSet::new() };
+    proc.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+        wanted.contains(&exe).then_some(pid)
+    })
+    .collect()
+}
