@@ -1,11 +1,12 @@
 //! Starting, controlling and tearing down a local etcd cluster.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClientTls, ClusterConfig};
 use crate::error::{Error, IoContext, Result, tail_lines};
 use crate::health;
 use crate::install::EtcdBinaries;
@@ -26,6 +27,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`EtcdCluster::stop`] waits for a clean exit before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Directory (inside the cluster directory) holding the client TLS files.
+const TLS_DIR: &str = "tls";
+/// File names of the CA, server certificate and key in [`TLS_DIR`].
+const TLS_CA: &str = "ca.pem";
+const TLS_CERT: &str = "server.pem";
+const TLS_KEY: &str = "server-key.pem";
 
 /// A running local etcd cluster. Dropping it SIGKILLs every member and deletes its files.
 ///
@@ -38,6 +45,8 @@ pub struct EtcdCluster {
     binaries: EtcdBinaries,
     config: ClusterConfig,
     version: EtcdVersion,
+    /// Where the client TLS files are, when clients use TLS.
+    tls: Option<TlsFiles>,
     dir: WorkDir,
 }
 
@@ -99,32 +108,46 @@ impl EtcdCluster {
         no_fsync: bool,
     ) -> std::result::Result<Self, AttemptError> {
         let dir = WorkDir::create()?;
-        let ports = ports::free_ports(2 * config.members)?;
+        let tls = config.client_tls.as_ref().map(|tls| write_tls_files(dir.path(), tls)).transpose()?;
+        // Per member: client and peer port, plus a plain-HTTP metrics port when clients use TLS.
+        let per_member = if tls.is_some() { 3 } else { 2 };
+        let ports = ports::free_ports(per_member * config.members)?;
         let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let client_scheme = if tls.is_some() { "https" } else { "http" };
         let names: Vec<String> = (0..config.members).map(|i| format!("m{i}")).collect();
         let initial_cluster = names
             .iter()
             .enumerate()
-            .map(|(i, name)| format!("{name}={}", url(ports[2 * i + 1])))
+            .map(|(i, name)| format!("{name}={}", url(ports[per_member * i + 1])))
             .collect::<Vec<_>>()
             .join(",");
         let token = unique_token();
         let common = common_args(config, no_fsync);
         let mut members = Vec::with_capacity(config.members);
         for (i, name) in names.iter().enumerate() {
-            let client_url = url(ports[2 * i]);
-            let peer_url = url(ports[2 * i + 1]);
+            let client_url = format!("{client_scheme}://127.0.0.1:{}", ports[per_member * i]);
+            let peer_url = url(ports[per_member * i + 1]);
             let member_dir = dir.path().join(name);
             let data_dir = member_dir.join("data");
-            let args = member_args(name, &client_url, &peer_url, &data_dir, &initial_cluster, &token, &common);
-            members.push(Member::new(name.clone(), client_url, peer_url, member_dir, binaries.etcd.clone(), args));
+            let mut args = member_args(name, &client_url, &peer_url, &data_dir, &initial_cluster, &token, &common);
+            let member = match &tls {
+                Some(files) => {
+                    let metrics_url = url(ports[per_member * i + 2]);
+                    args.extend(files.server_args(&metrics_url));
+                    Member::new(name.clone(), client_url, peer_url, member_dir, binaries.etcd.clone(), args)
+                        .with_health_url(metrics_url)
+                }
+                None => Member::new(name.clone(), client_url, peer_url, member_dir, binaries.etcd.clone(), args),
+            };
+            members.push(member);
         }
         spawn_and_wait(&members, config.startup_timeout)?;
         tracing::debug!(members = config.members, %version, "etcd cluster is healthy");
-        Ok(Self { members, binaries: binaries.clone(), config: config.clone(), version, dir })
+        Ok(Self { members, binaries: binaries.clone(), config: config.clone(), version, dir, tls })
     }
 
-    /// The client URLs of all members (`http://127.0.0.1:<port>`), running or not.
+    /// The client URLs of all members (`http://127.0.0.1:<port>`, or `https://` with
+    /// [`ClusterConfig::with_client_tls`]), running or not.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url().to_owned()).collect()
     }
@@ -175,6 +198,12 @@ impl EtcdCluster {
         self.dir.path()
     }
 
+    /// With client TLS: the files the members were started with (`ca.pem`, `server.pem`,
+    /// `server-key.pem` in the cluster directory's `tls/`), as `(ca, cert, key)`.
+    pub fn client_tls_files(&self) -> Option<(&Path, &Path, &Path)> {
+        self.tls.as_ref().map(|t| (t.ca.as_path(), t.cert.as_path(), t.key.as_path()))
+    }
+
     /// SIGKILLs member `index` (its whole process group) and reaps it.
     pub fn kill(&self, index: usize) -> Result<()> {
         self.member(index)?.kill()
@@ -221,7 +250,25 @@ impl EtcdCluster {
 
     /// The index of the current leader, as seen by the running members (the answer of the
     /// member with the highest raft term wins); `None` if there is none right now.
+    ///
+    /// With client TLS the members' status is not reachable over plain HTTP; the leader is then
+    /// the one running member whose metrics say `etcd_server_is_leader 1` (`None` while more
+    /// than one claims it, as an isolated old leader may for a moment).
     pub fn leader_index(&self) -> Option<usize> {
+        if self.tls.is_some() {
+            let claims: Vec<usize> = self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.is_running() && !m.is_paused())
+                .filter(|(_, m)| is_leader_by_metrics(m.health_url()) == Some(true))
+                .map(|(i, _)| i)
+                .collect();
+            return match claims[..] {
+                [only] => Some(only),
+                _ => None,
+            };
+        }
         let statuses: Vec<(usize, health::MemberStatus)> = self
             .members
             .iter()
@@ -249,14 +296,23 @@ impl EtcdCluster {
     }
 
     /// An `etcdctl` command (`ETCDCTL_API=3`) aimed at the running, unpaused members (all
-    /// members if none is running); add the subcommand and its arguments.
+    /// members if none is running); add the subcommand and its arguments. With client TLS it
+    /// trusts the cluster's CA and, with client-cert auth, presents the server certificate.
     pub fn etcdctl(&self) -> Command {
         let live = self.running_endpoints();
-        if live.is_empty() {
+        let mut command = if live.is_empty() {
             self.binaries.etcdctl_command(self.endpoints())
         } else {
             self.binaries.etcdctl_command(live)
+        };
+        if let Some(tls) = &self.tls {
+            command.arg(format!("--cacert={}", tls.ca.display()));
+            if tls.client_cert_auth {
+                command.arg(format!("--cert={}", tls.cert.display()));
+                command.arg(format!("--key={}", tls.key.display()));
+            }
         }
+        command
     }
 
     /// Runs `etcdctl <args>` (see [`EtcdCluster::etcdctl`]) and returns its stdout.
@@ -312,6 +368,12 @@ fn common_args(config: &ClusterConfig, no_fsync: bool) -> Vec<String> {
     if let Some(ms) = config.election_timeout_ms {
         args.push(format!("--election-timeout={ms}"));
     }
+    if let Some(token) = &config.auth_token {
+        args.push(format!("--auth-token={token}"));
+    }
+    if let Some(secs) = config.auth_token_ttl_secs {
+        args.push(format!("--auth-token-ttl={secs}"));
+    }
     args.extend(config.extra_args.iter().cloned());
     args
 }
@@ -341,6 +403,71 @@ fn member_args(
     args
 }
 
+/// The client TLS files of a cluster, written into its directory.
+#[derive(Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert_auth: bool,
+}
+
+impl TlsFiles {
+    /// The TLS flags of one member, with its plain-HTTP metrics (and health) URL.
+    fn server_args(&self, metrics_url: &str) -> Vec<String> {
+        let mut args = vec![
+            format!("--cert-file={}", self.cert.display()),
+            format!("--key-file={}", self.key.display()),
+            format!("--listen-metrics-urls={metrics_url}"),
+        ];
+        // etcd turns client-certificate auth on whenever a trusted CA is given, whatever
+        // `--client-cert-auth` says; so the CA is passed only when that is wanted.
+        if self.client_cert_auth {
+            args.push(format!("--trusted-ca-file={}", self.ca.display()));
+            args.push("--client-cert-auth".to_owned());
+        }
+        args
+    }
+}
+
+/// Writes the PEMs of `tls` into `<dir>/tls/` (the key readable by the owner only).
+fn write_tls_files(dir: &Path, tls: &ClientTls) -> Result<TlsFiles> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let tls_dir = dir.join(TLS_DIR);
+    std::fs::create_dir_all(&tls_dir).ctx(|| format!("creating {}", tls_dir.display()))?;
+    std::fs::set_permissions(&tls_dir, std::fs::Permissions::from_mode(0o700))
+        .ctx(|| format!("restricting {}", tls_dir.display()))?;
+    let files = TlsFiles {
+        ca: tls_dir.join(TLS_CA),
+        cert: tls_dir.join(TLS_CERT),
+        key: tls_dir.join(TLS_KEY),
+        client_cert_auth: tls.client_cert_auth,
+    };
+    for (path, pem) in [(&files.ca, &tls.ca_pem), (&files.cert, &tls.cert_pem), (&files.key, &tls.key_pem)] {
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .ctx(|| format!("creating {}", path.display()))?;
+        file.write_all(pem.as_bytes()).ctx(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files)
+}
+
+/// Whether the member serving `/metrics` at `health_url` says it is the raft leader; `None`
+/// when the metrics cannot be read.
+fn is_leader_by_metrics(health_url: &str) -> Option<bool> {
+    let resp = health::request(health_url, "GET", "/metrics", None, PROBE_TIMEOUT).ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    resp.body.lines().find_map(|line| line.strip_prefix("etcd_server_is_leader ")).map(|v| v.trim() == "1")
+}
+
 /// Starts every member and waits until all are healthy, classifying failures.
 fn spawn_and_wait(members: &[Member], timeout: Duration) -> std::result::Result<(), AttemptError> {
     for member in members {
@@ -368,7 +495,7 @@ fn wait_members_healthy(members: &[&Member], timeout: Duration) -> Result<()> {
                 });
             }
         }
-        pending.retain(|m| !health::is_healthy(m.client_url(), PROBE_TIMEOUT));
+        pending.retain(|m| !health::is_healthy(m.health_url(), PROBE_TIMEOUT));
         let Some(first) = pending.first() else {
             return Ok(());
         };
@@ -431,5 +558,67 @@ mod tests {
             Err(AttemptError::Fatal(e)) => Err(format!("not seen as a port race: {e}").into()),
             Ok(()) => Err("etcd started on a taken port".into()),
         }
+    }
+
+    /// A test CA and a server certificate it signed (SANs `127.0.0.1` and `localhost`, server
+    /// and client auth, valid 2000-2100), made once with `openssl`; the harness has no
+    /// certificate generator and needs none.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBcTCCARigAwIBAgICEAAwCgYIKoZIzj0EAwIwHzEdMBsGA1UEAwwUZXRjZC1o\n\
+YXJuZXNzIHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBa\n\
+MB8xHTAbBgNVBAMMFGV0Y2QtaGFybmVzcyB0ZXN0IENBMFkwEwYHKoZIzj0CAQYI\n\
+KoZIzj0DAQcDQgAEPfmskmwezHy7/U0tE4kPtWemPQi1QY1AW4VjP6Hog8vCNCel\n\
+Sc2MQ0v4J/2jCHev93vJfny21Mla2ArWXZQY8KNCMEAwDwYDVR0TAQH/BAUwAwEB\n\
+/zAOBgNVHQ8BAf8EBAMCAQYwHQYDVR0OBBYEFD/TXSO0VGGhUI+Yvtuv6BnehdKj\n\
+MAoGCCqGSM49BAMCA0cAMEQCIEKCD8ktHCs/BjpToHKHVLvwHvGei7lSK6bawl92\n\
+esz7AiAF9mFRb/rDRnV3EPhD6xwRMcvLb04JRujTNfK74gK7eg==\n\
+-----END CERTIFICATE-----\n";
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBzTCCAXSgAwIBAgICEAEwCgYIKoZIzj0EAwIwHzEdMBsGA1UEAwwUZXRjZC1o\n\
+YXJuZXNzIHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBa\n\
+MCMxITAfBgNVBAMMGGV0Y2QtaGFybmVzcyB0ZXN0IHNlcnZlcjBZMBMGByqGSM49\n\
+AgEGCCqGSM49AwEHA0IABIbP9GljFAL0qjZ+PgW64OghQ7aJqwpigfB9iLk4iW+i\n\
+qzMffgYCrQSeooNCl8Oypw16aqEEaLP2vxdWGCQjExCjgZkwgZYwGgYDVR0RBBMw\n\
+EYcEfwAAAYIJbG9jYWxob3N0MB0GA1UdJQQWMBQGCCsGAQUFBwMBBggrBgEFBQcD\n\
+AjAOBgNVHQ8BAf8EBAMCBaAwCQYDVR0TBAIwADAfBgNVHSMEGDAWgBQ/010jtFRh\n\
+oVCPmL7br+gZ3oXSozAdBgNVHQ4EFgQUDlYj7+6Ywrly7oreyhcFhEPyYhcwCgYI\n\
+KoZIzj0EAwIDRwAwRAIgO+9xiUfBvFCVgUXkzDilKySCvpmg/EVcG1z5m3GyzdoC\n\
+ICKULc89mz//PjrCVCDnJm0xKTr4c3tnGbN0yugjS41l\n\
+-----END CERTIFICATE-----\n";
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg6yE3TWebDWK9X0G+\n\
+t3NxMdCTBP2tp0gD/mHQo+rUm5WhRANCAASGz/RpYxQC9Ko2fj4FuuDoIUO2iasK\n\
+YoHwfYi5OIlvoqszH34GAq0EnqKDQpfDsqcNemqhBGiz9r8XVhgkIxMQ\n\
+-----END PRIVATE KEY-----\n";
+
+    /// A TLS cluster with client-cert auth starts, reports healthy over its metrics URL, names
+    /// its leader, serves etcdctl over https and restarts.
+    #[test]
+    fn tls_cluster_starts_and_serves_etcdctl() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let tls = ClientTls::new(TEST_CERT, TEST_KEY, TEST_CA).with_client_cert_auth(true);
+        let cluster = EtcdCluster::start(ClusterConfig::default().with_client_tls(tls))?;
+        let url = cluster.endpoints().remove(0);
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let member = cluster.member(0)?;
+        assert!(member.health_url().starts_with("http://127.0.0.1:") && member.health_url() != url);
+        assert!(member.args().iter().any(|a| a == "--client-cert-auth"));
+        assert_eq!(cluster.wait_for_leader(Duration::from_secs(10))?, 0);
+        let (ca, _, key) = cluster.client_tls_files().ok_or("no TLS files")?;
+        assert!(ca.exists() && key.exists());
+
+        cluster.run_etcdctl(["put", "tls-key", "v"])?;
+        assert_eq!(cluster.run_etcdctl(["get", "tls-key", "--print-value-only"])?.trim(), "v");
+        // Without a client certificate the member refuses the TLS handshake.
+        let refused = cluster
+            .binaries()
+            .etcdctl_command([&url])
+            .arg(format!("--cacert={}", ca.display()))
+            .args(["--dial-timeout=2s", "get", "tls-key"])
+            .output()?;
+        assert!(!refused.status.success(), "a client without a certificate was served");
+
+        cluster.restart(0)?;
+        assert_eq!(cluster.run_etcdctl(["get", "tls-key", "--print-value-only"])?.trim(), "v");
+        Ok(())
     }
 }

@@ -34,14 +34,16 @@ mod health;
 mod install;
 mod member;
 mod ports;
+mod proxy;
 mod spawner;
 mod version;
 mod workdir;
 
 pub use cluster::EtcdCluster;
-pub use config::ClusterConfig;
+pub use config::{ClientTls, ClusterConfig};
 pub use error::{Error, Result};
 pub use install::{CACHE_ENV, ETCD_BIN_ENV, ETCDCTL_BIN_ENV, EtcdBinaries, detect_version};
 pub use member::Member;
+pub use proxy::TcpProxy;
 pub use version::{ETCD_VERSION_ENV, EtcdVersion};
 pub use workdir::remove_stale_cluster_dirs;

@@ -28,6 +28,7 @@ struct Running {
 pub struct Member {
     name: String,
     client_url: String,
+    health_url: String,
     peer_url: String,
     dir: PathBuf,
     data_dir: PathBuf,
@@ -45,6 +46,7 @@ impl fmt::Debug for Member {
         f.debug_struct("Member")
             .field("name", &self.name)
             .field("client_url", &self.client_url)
+            .field("health_url", &self.health_url)
             .field("peer_url", &self.peer_url)
             .field("data_dir", &self.data_dir)
             .field("pid", &running.map(|r| r.child.id()))
@@ -65,6 +67,7 @@ impl Member {
     ) -> Self {
         Self {
             name,
+            health_url: client_url.clone(),
             client_url,
             peer_url,
             data_dir: dir.join("data"),
@@ -81,9 +84,22 @@ impl Member {
         &self.name
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// Serves `/health` and `/metrics` on `url` (plain HTTP) instead of the client URL.
+    pub(crate) fn with_health_url(mut self, url: String) -> Self {
+        self.health_url = url;
+        self
+    }
+
+    /// The client URL: `http://127.0.0.1:<port>`, or `https://` when the cluster serves clients
+    /// over TLS ([`ClusterConfig::with_client_tls`](crate::ClusterConfig::with_client_tls)).
     pub fn client_url(&self) -> &str {
         &self.client_url
+    }
+
+    /// A plain-HTTP URL serving `/health` and `/metrics`: the client URL, or with client TLS the
+    /// member's `--listen-metrics-urls` address (`http://127.0.0.1:<port>`).
+    pub fn health_url(&self) -> &str {
+        &self.health_url
     }
 
     /// The peer URL, `http://127.0.0.1:<port>`.

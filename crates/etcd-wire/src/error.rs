@@ -1,0 +1,292 @@
+//! The crate's one error type.
+//!
+//! Every server answer that is not a success becomes an [`Error`] a caller can match on; the
+//! server's [`tonic::Status`] stays reachable as the error's `source()`. Client-side validation
+//! fails with [`Error::InvalidArgument`] before any RPC is sent.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to etcd.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request was rejected on the client, before any RPC: empty key, TTL ≤ 0, ...
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong with the argument.
+        reason: String,
+    },
+    /// An endpoint could not be parsed or used.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No endpoint could be connected to within the connect timeout. `reason` holds each
+    /// endpoint's failure, with the full cause chain (refused, TLS certificate rejected, ...).
+    #[error("could not connect to {endpoints:?}: {reason}")]
+    Connect {
+        /// The endpoints tried.
+        endpoints: Vec<String>,
+        /// Why each failed.
+        reason: String,
+    },
+    /// TLS settings could not be applied (bad PEM, ...).
+    #[error("TLS configuration: {reason}")]
+    Tls {
+        /// What failed.
+        reason: String,
+    },
+    /// No member could be reached, or the member answered `Unavailable`.
+    #[error("etcd unavailable: {}", .status.message())]
+    Unavailable {
+        /// The status the transport or the server reported.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The request did not finish within the configured request timeout.
+    #[error("request timed out after {after:?}")]
+    Timeout {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The requested revision has been compacted away.
+    #[error("required revision has been compacted{}", .compact_revision.map(|r| format!(" (compacted at {r})")).unwrap_or_default())]
+    Compacted {
+        /// The compaction revision, when the server said it (watch responses do; Range does not).
+        compact_revision: Option<i64>,
+        /// The server's status, when the error came as one.
+        #[source]
+        status: Option<Box<Status>>,
+    },
+    /// The requested revision is newer than the store's current revision.
+    #[error("required revision is a future revision")]
+    FutureRevision {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The lease does not exist (never granted, expired or revoked).
+    #[error("requested lease not found")]
+    LeaseNotFound {
+        /// The server's status, when the error came as one.
+        #[source]
+        status: Option<Box<Status>>,
+    },
+    /// A transaction has more operations than the server's `--max-txn-ops`.
+    #[error("too many operations in txn request")]
+    TooManyTxnOps {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The request exceeds the server's `--max-request-bytes`.
+    #[error("request is too large")]
+    RequestTooLarge {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// Wrong user name or password.
+    #[error("authentication failed: invalid user name or password")]
+    AuthFailed {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The auth token is invalid or expired, and could not be refreshed.
+    #[error("invalid auth token")]
+    InvalidAuthToken {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The user lacks permission for this request.
+    #[error("permission denied")]
+    PermissionDenied {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The member has no leader (and `require_leader` was set, or the request needs one).
+    #[error("etcd member has no leader")]
+    NoLeader {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// A lock or election key does not exist (the server-side Lock/Election services).
+    #[error("key not found")]
+    KeyNotFound {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The election has no leader, or the caller is not the leader it claims to be.
+    #[error("election: {reason}")]
+    NotLeader {
+        /// The server's words.
+        reason: String,
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The server canceled a watch for a reason other than compaction.
+    #[error("watch canceled by the server: {reason}")]
+    WatchCanceled {
+        /// The cancel reason the server sent.
+        reason: String,
+    },
+    /// Any other status from the server.
+    #[error("etcd: {}", .status.message())]
+    Server {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`] with this reason.
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { reason: reason.into() }
+    }
+
+    /// The server's status behind this error, if there is one.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::Unavailable { status }
+            | Error::FutureRevision { status }
+            | Error::TooManyTxnOps { status }
+            | Error::RequestTooLarge { status }
+            | Error::AuthFailed { status }
+            | Error::InvalidAuthToken { status }
+            | Error::PermissionDenied { status }
+            | Error::NoLeader { status }
+            | Error::KeyNotFound { status }
+            | Error::NotLeader { status, .. }
+            | Error::Server { status } => Some(status),
+            Error::Compacted { status, .. } | Error::LeaseNotFound { status } => status.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a transport-level failure or a server that could not serve the request now.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::NoLeader { .. } | Error::Connect { .. })
+    }
+}
+
+impl From<Status> for Error {
+    /// Maps a server status to the matching variant, by etcd's error strings (`rpctypes`).
+    fn from(status: Status) -> Self {
+        // A failure of the connection itself (TLS refused, reset) comes with a transport error as
+        // its source and a code that says little; report it as Unavailable, with the whole cause.
+        let transport = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>());
+        if transport && status.code() != Code::Unavailable {
+            let cause = crate::transport::chain(&status);
+            return Error::Unavailable { status: Box::new(Status::unavailable(cause)) };
+        }
+        let msg = status.message().to_owned();
+        let has = |s: &str| msg.contains(s);
+        let status = Box::new(status);
+        if has("required revision has been compacted") {
+            Error::Compacted { compact_revision: None, status: Some(status) }
+        } else if has("required revision is a future revision") {
+            Error::FutureRevision { status }
+        } else if has("requested lease not found") {
+            Error::LeaseNotFound { status: Some(status) }
+        } else if has("too many operations in txn request") {
+            Error::TooManyTxnOps { status }
+        } else if has("request is too large") || status.code() == Code::ResourceExhausted && has("message larger") {
+            Error::RequestTooLarge { status }
+        } else if has("authentication failed") {
+            Error::AuthFailed { status }
+        } else if has("invalid auth token") {
+            Error::InvalidAuthToken { status }
+        } else if has("permission denied") {
+            Error::PermissionDenied { status }
+        } else if has("no leader") && !has("election") {
+            Error::NoLeader { status }
+        } else if has("key not found") {
+            Error::KeyNotFound { status }
+        } else if has("election: not leader") || has("election: no leader") {
+            let reason = msg.trim_start_matches("election: ").to_owned();
+            Error::NotLeader { reason, status }
+        } else if status.code() == Code::Unavailable {
+            Error::Unavailable { status }
+        } else {
+            Error::Server { status }
+        }
+    }
+}
+
+/// Whether a status from the transport proves the request never reached a server: the connection
+/// could not be established (refused, unreachable, connect timeout). Only then may a write be
+/// retried without risking that it is applied twice.
+pub(crate) fn never_sent(status: &Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut texts = vec![status.message().to_ascii_lowercase()];
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | NotFound | HostUnreachable | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        texts.push(err.to_string().to_ascii_lowercase());
+        source = err.source();
+    }
+    texts.iter().any(|t| t.contains("tcp connect error") || t.contains("error trying to connect"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_etcd_error_strings() {
+        let cases = [
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted", "Compacted"),
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision", "FutureRevision"),
+            (Code::NotFound, "etcdserver: requested lease not found", "LeaseNotFound"),
+            (Code::InvalidArgument, "etcdserver: too many operations in txn request", "TooManyTxnOps"),
+            (Code::InvalidArgument, "etcdserver: request is too large", "RequestTooLarge"),
+            (Code::InvalidArgument, "etcdserver: authentication failed, invalid user ID or password", "AuthFailed"),
+            (Code::Unauthenticated, "etcdserver: invalid auth token", "InvalidAuthToken"),
+            (Code::Unknown, "invalid auth token", "InvalidAuthToken"),
+            (Code::PermissionDenied, "etcdserver: permission denied", "PermissionDenied"),
+            (Code::Unavailable, "etcdserver: no leader", "NoLeader"),
+            (Code::InvalidArgument, "etcdserver: key not found", "KeyNotFound"),
+            (Code::Unknown, "election: not leader", "NotLeader"),
+            (Code::Unavailable, "transport error", "Unavailable"),
+            (Code::Internal, "something else", "Server"),
+        ];
+        for (code, msg, want) in cases {
+            let err = Error::from(Status::new(code, msg));
+            let got = format!("{err:?}");
+            assert!(got.starts_with(want), "{msg:?} mapped to {got}");
+            assert!(err.status().is_some(), "{want} keeps its status");
+        }
+    }
+
+    #[test]
+    fn only_connect_failures_count_as_never_sent() {
+        assert!(never_sent(&Status::unavailable("tcp connect error: Connection refused (os error 111)")));
+        assert!(!never_sent(&Status::unavailable("connection reset by peer")));
+        assert!(!never_sent(&Status::internal("tcp connect error")));
+    }
+}

@@ -1,0 +1,523 @@
+//! Key-value calls: [`Client::get`], [`Client::put`], [`Client::delete`], [`Client::compact`], with
+//! typed options and responses.
+//!
+//! Keys and values are [`Bytes`]; anything `Into<Bytes>` (`&'static str`, `String`, `Vec<u8>`) is
+//! accepted without a copy.
+
+use bytes::Bytes;
+
+use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::kv_client::KvClient;
+use crate::range::prefix_range_end;
+
+/// A key and its value, with etcd's revision bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct KeyValue {
+    /// The key (namespace prefix stripped).
+    pub key: Bytes,
+    /// The value (empty with `keys_only`).
+    pub value: Bytes,
+    /// Revision of the key's last creation.
+    pub create_revision: i64,
+    /// Revision of the key's last modification.
+    pub mod_revision: i64,
+    /// Number of modifications since creation (1 after creation; a delete resets it).
+    pub version: i64,
+    /// Lease the key is attached to, 0 for none.
+    pub lease: i64,
+}
+
+impl KeyValue {
+    pub(crate) fn from_pb(kv: crate::pb::mvccpb::KeyValue, ns: &Namespace) -> Self {
+        KeyValue {
+            key: ns.strip(kv.key),
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
+
+    /// The key as UTF-8, lossily.
+    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+
+    /// The value as UTF-8, lossily.
+    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// Which cluster and member answered, at what store revision and raft term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ResponseHeader {
+    /// The cluster's ID.
+    pub cluster_id: u64,
+    /// The answering member's ID.
+    pub member_id: u64,
+    /// The key-value store revision when the request was applied.
+    pub revision: i64,
+    /// The raft term when the request was applied.
+    pub raft_term: u64,
+}
+
+impl ResponseHeader {
+    pub(crate) fn from_pb(h: Option<pb::ResponseHeader>) -> Self {
+        let h = h.unwrap_or_default();
+        ResponseHeader {
+            cluster_id: h.cluster_id,
+            member_id: h.member_id,
+            revision: h.revision,
+            raft_term: h.raft_term,
+        }
+    }
+}
+
+/// Sort order of a [`Client::get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SortOrder {
+    /// Server order (by key, ascending).
+    #[default]
+    None,
+    /// Ascending.
+    Ascend,
+    /// Descending.
+    Descend,
+}
+
+/// What a [`Client::get`] sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
+/// The keys a request covers beyond its key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum RangeSpec {
+    #[default]
+    Key,
+    Prefix,
+    FromKey,
+    End(Bytes),
+}
+
+impl RangeSpec {
+    fn end(&self, key: &[u8]) -> Bytes {
+        match self {
+            RangeSpec::Key => Bytes::new(),
+            RangeSpec::Prefix => prefix_range_end(key),
+            RangeSpec::FromKey => Bytes::from_static(&[0]),
+            RangeSpec::End(end) => end.clone(),
+        }
+    }
+}
+
+/// Options of [`Client::get`]. Start from [`GetOptions::new`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetOptions {
+    range: RangeSpec,
+    limit: i64,
+    revision: i64,
+    sort: Option<(SortTarget, SortOrder)>,
+    serializable: bool,
+    keys_only: bool,
+    count_only: bool,
+    min_mod_revision: i64,
+    max_mod_revision: i64,
+    min_create_revision: i64,
+    max_create_revision: i64,
+}
+
+impl GetOptions {
+    /// Just the key, linearizable, at the current revision.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Every key starting with the key.
+    pub fn with_prefix(mut self) -> Self {
+        self.range = RangeSpec::Prefix;
+        self
+    }
+    /// Every key from the key on (`range_end = "\0"`).
+    pub fn with_from_key(mut self) -> Self {
+        self.range = RangeSpec::FromKey;
+        self
+    }
+    /// Keys in `[key, end)`.
+    pub fn with_range(mut self, end: impl Into<Bytes>) -> Self {
+        self.range = RangeSpec::End(end.into());
+        self
+    }
+    /// At most `limit` keys (0 = no limit).
+    pub fn with_limit(mut self, limit: i64) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// Read at this store revision (0 = current).
+    pub fn with_revision(mut self, revision: i64) -> Self {
+        self.revision = revision;
+        self
+    }
+    /// Sort the results.
+    pub fn with_sort(mut self, target: SortTarget, order: SortOrder) -> Self {
+        self.sort = Some((target, order));
+        self
+    }
+    /// Serve from the member's local state without a quorum round (may be stale).
+    pub fn with_serializable(mut self) -> Self {
+        self.serializable = true;
+        self
+    }
+    /// Return keys without values.
+    pub fn with_keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+    /// Return only the count.
+    pub fn with_count_only(mut self) -> Self {
+        self.count_only = true;
+        self
+    }
+    /// Only keys whose mod revision is in `[min, max]` (0 = unbounded).
+    pub fn with_mod_revision_range(mut self, min: i64, max: i64) -> Self {
+        self.min_mod_revision = min;
+        self.max_mod_revision = max;
+        self
+    }
+    /// Only keys whose create revision is in `[min, max]` (0 = unbounded).
+    pub fn with_create_revision_range(mut self, min: i64, max: i64) -> Self {
+        self.min_create_revision = min;
+        self.max_create_revision = max;
+        self
+    }
+
+    pub(crate) fn to_pb(&self, key: Bytes, ns: &Namespace) -> Result<pb::RangeRequest> {
+        check_key(&key, &self.range)?;
+        if self.limit < 0 || self.revision < 0 {
+            return Err(Error::invalid("limit and revision must not be negative"));
+        }
+        use crate::pb::etcdserverpb::range_request::{SortOrder as O, SortTarget as T};
+        let (target, order) = self.sort.unwrap_or_default();
+        let order = match order {
+            SortOrder::None => O::None,
+            SortOrder::Ascend => O::Ascend,
+            SortOrder::Descend => O::Descend,
+        };
+        let target = match target {
+            SortTarget::Key => T::Key,
+            SortTarget::Version => T::Version,
+            SortTarget::Create => T::Create,
+            SortTarget::Mod => T::Mod,
+            SortTarget::Value => T::Value,
+        };
+        let end = self.range.end(&key);
+        Ok(pb::RangeRequest {
+            range_end: ns.range_end(end),
+            key: ns.key(key),
+            limit: self.limit,
+            revision: self.revision,
+            sort_order: order as i32,
+            sort_target: target as i32,
+            serializable: self.serializable,
+            keys_only: self.keys_only,
+            count_only: self.count_only,
+            min_mod_revision: self.min_mod_revision,
+            max_mod_revision: self.max_mod_revision,
+            min_create_revision: self.min_create_revision,
+            max_create_revision: self.max_create_revision,
+        })
+    }
+}
+
+/// Options of [`Client::put`]. Start from [`PutOptions::new`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOptions {
+    lease: i64,
+    prev_kv: bool,
+    ignore_value: bool,
+    ignore_lease: bool,
+}
+
+impl PutOptions {
+    /// A plain put.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Attach the key to this lease: it is deleted when the lease ends.
+    pub fn with_lease(mut self, lease: i64) -> Self {
+        self.lease = lease;
+        self
+    }
+    /// Return the previous key-value.
+    pub fn with_prev_kv(mut self) -> Self {
+        self.prev_kv = true;
+        self
+    }
+    /// Keep the current value (update only the lease); the value argument must be empty.
+    pub fn with_ignore_value(mut self) -> Self {
+        self.ignore_value = true;
+        self
+    }
+    /// Keep the current lease; no lease may be given.
+    pub fn with_ignore_lease(mut self) -> Self {
+        self.ignore_lease = true;
+        self
+    }
+
+    pub(crate) fn to_pb(&self, key: Bytes, value: Bytes, ns: &Namespace) -> Result<pb::PutRequest> {
+        check_key(&key, &RangeSpec::Key)?;
+        if self.ignore_value && !value.is_empty() {
+            return Err(Error::invalid("ignore_value is set but a value was given"));
+        }
+        if self.ignore_lease && self.lease != 0 {
+            return Err(Error::invalid("ignore_lease is set but a lease was given"));
+        }
+        Ok(pb::PutRequest {
+            key: ns.key(key),
+            value,
+            lease: self.lease,
+            prev_kv: self.prev_kv,
+            ignore_value: self.ignore_value,
+            ignore_lease: self.ignore_lease,
+        })
+    }
+}
+
+/// Options of [`Client::delete`]. Start from [`DeleteOptions::new`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeleteOptions {
+    range: RangeSpec,
+    prev_kv: bool,
+}
+
+impl DeleteOptions {
+    /// Just the key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Every key starting with the key.
+    pub fn with_prefix(mut self) -> Self {
+        self.range = RangeSpec::Prefix;
+        self
+    }
+    /// Every key from the key on.
+    pub fn with_from_key(mut self) -> Self {
+        self.range = RangeSpec::FromKey;
+        self
+    }
+    /// Keys in `[key, end)`.
+    pub fn with_range(mut self, end: impl Into<Bytes>) -> Self {
+        self.range = RangeSpec::End(end.into());
+        self
+    }
+    /// Return the deleted key-values.
+    pub fn with_prev_kv(mut self) -> Self {
+        self.prev_kv = true;
+        self
+    }
+
+    pub(crate) fn to_pb(&self, key: Bytes, ns: &Namespace) -> Result<pb::DeleteRangeRequest> {
+        check_key(&key, &self.range)?;
+        let end = self.range.end(&key);
+        Ok(pb::DeleteRangeRequest { range_end: ns.range_end(end), key: ns.key(key), prev_kv: self.prev_kv })
+    }
+}
+
+/// An empty key is only meaningful with a range (`""` with from-key or prefix means "all keys").
+fn check_key(key: &[u8], range: &RangeSpec) -> Result<()> {
+    if key.is_empty() && *range == RangeSpec::Key {
+        return Err(Error::invalid("empty key"));
+    }
+    Ok(())
+}
+
+/// Answer to [`Client::get`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct GetResponse {
+    /// Response header.
+    pub header: ResponseHeader,
+    /// The key-values found (none with `count_only`).
+    pub kvs: Vec<KeyValue>,
+    /// Whether `limit` cut off more keys.
+    pub more: bool,
+    /// Number of keys in the range (before `limit`).
+    pub count: i64,
+}
+
+impl GetResponse {
+    pub(crate) fn from_pb(r: pb::RangeResponse, ns: &Namespace) -> Self {
+        GetResponse {
+            header: ResponseHeader::from_pb(r.header),
+            kvs: r.kvs.into_iter().map(|kv| KeyValue::from_pb(kv, ns)).collect(),
+            more: r.more,
+            count: r.count,
+        }
+    }
+}
+
+/// Answer to [`Client::put`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PutResponse {
+    /// Response header; `revision` is the put's revision.
+    pub header: ResponseHeader,
+    /// The previous key-value, with `prev_kv` and if the key existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl PutResponse {
+    pub(crate) fn from_pb(r: pb::PutResponse, ns: &Namespace) -> Self {
+        PutResponse {
+            header: ResponseHeader::from_pb(r.header),
+            prev_kv: r.prev_kv.map(|kv| KeyValue::from_pb(kv, ns)),
+        }
+    }
+}
+
+/// Answer to [`Client::delete`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DeleteResponse {
+    /// Response header.
+    pub header: ResponseHeader,
+    /// Number of keys deleted.
+    pub deleted: i64,
+    /// The deleted key-values, with `prev_kv`.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+impl DeleteResponse {
+    pub(crate) fn from_pb(r: pb::DeleteRangeResponse, ns: &Namespace) -> Self {
+        DeleteResponse {
+            header: ResponseHeader::from_pb(r.header),
+            deleted: r.deleted,
+            prev_kvs: r.prev_kvs.into_iter().map(|kv| KeyValue::from_pb(kv, ns)).collect(),
+        }
+    }
+}
+
+impl Client {
+    /// Reads a key, or a range of keys with [`GetOptions`]. Read-only: retried on `Unavailable`.
+    pub async fn get(&self, key: impl Into<Bytes>, options: GetOptions) -> Result<GetResponse> {
+        let req = options.to_pb(key.into(), &self.ns)?;
+        let resp = self
+            .unary("Range", Idempotency::ReadOnly, |ch, meta| {
+                let req = req.clone();
+                async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).range(meta.request(req)).await }
+            })
+            .await?;
+        Ok(GetResponse::from_pb(resp, &self.ns))
+    }
+
+    /// Writes `value` at `key`. Retried only when the request provably never left.
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        options: PutOptions,
+    ) -> Result<PutResponse> {
+        let req = options.to_pb(key.into(), value.into(), &self.ns)?;
+        let resp = self
+            .unary("Put", Idempotency::Write, |ch, meta| {
+                let req = req.clone();
+                async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).put(meta.request(req)).await }
+            })
+            .await?;
+        Ok(PutResponse::from_pb(resp, &self.ns))
+    }
+
+    /// Deletes a key, or a range of keys with [`DeleteOptions`].
+    pub async fn delete(&self, key: impl Into<Bytes>, options: DeleteOptions) -> Result<DeleteResponse> {
+        let req = options.to_pb(key.into(), &self.ns)?;
+        let resp = self
+            .unary("DeleteRange", Idempotency::Write, |ch, meta| {
+                let req = req.clone();
+                async move {
+                    KvClient::new(ch)
+                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                        .delete_range(meta.request(req))
+                        .await
+                }
+            })
+            .await?;
+        Ok(DeleteResponse::from_pb(resp, &self.ns))
+    }
+
+    /// Discards history before `revision`. With `physical`, returns only once the space is
+    /// reclaimed on the member. Compacting twice to the same revision is an error.
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<ResponseHeader> {
+        if revision <= 0 {
+            return Err(Error::invalid("compaction revision must be positive"));
+        }
+        let req = pb::CompactionRequest { revision, physical };
+        let resp = self
+            .unary("Compact", Idempotency::Write, |ch, meta| async move {
+                KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).compact(meta.request(req)).await
+            })
+            .await?;
+        Ok(ResponseHeader::from_pb(resp.header))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_get_options() {
+        let ns = Namespace::default();
+        let req = GetOptions::new()
+            .with_prefix()
+            .with_limit(10)
+            .with_sort(SortTarget::Mod, SortOrder::Descend)
+            .with_serializable()
+            .to_pb(Bytes::from_static(b"a/"), &ns)
+            .ok();
+        let req = req.unwrap_or_default();
+        assert_eq!((&req.key[..], &req.range_end[..]), (&b"a/"[..], &b"a0"[..]));
+        assert_eq!((req.limit, req.serializable), (10, true));
+        assert_eq!(req.sort_order, pb::range_request::SortOrder::Descend as i32);
+        assert_eq!(req.sort_target, pb::range_request::SortTarget::Mod as i32);
+    }
+
+    #[test]
+    fn rejects_bad_input_before_any_rpc() {
+        let ns = Namespace::default();
+        assert!(matches!(GetOptions::new().to_pb(Bytes::new(), &ns), Err(Error::InvalidArgument { .. })));
+        assert!(GetOptions::new().with_prefix().to_pb(Bytes::new(), &ns).is_ok(), "\"\" + prefix = all keys");
+        assert!(PutOptions::new().to_pb(Bytes::new(), Bytes::new(), &ns).is_err());
+        assert!(PutOptions::new().with_ignore_value().to_pb("k".into(), "v".into(), &ns).is_err());
+        assert!(DeleteOptions::new().to_pb(Bytes::new(), &ns).is_err());
+        assert!(GetOptions::new().with_limit(-1).to_pb("k".into(), &ns).is_err());
+    }
+
+    #[test]
+    fn namespaced_from_key_stays_inside_the_namespace() {
+        let ns = Namespace::default().join(b"ns/");
+        let req = GetOptions::new().with_from_key().to_pb(Bytes::from_static(b"a"), &ns).unwrap_or_default();
+        assert_eq!((&req.key[..], &req.range_end[..]), (&b"ns/a"[..], &b"ns0"[..]));
+    }
+}

@@ -1,0 +1,511 @@
+//! Maintenance: member status, alarms, defragmentation, KV hashes, snapshots and leadership
+//! transfer.
+//!
+//! Most maintenance questions are about one particular member (its database size, its hash, its
+//! snapshot), so every such call comes in two forms: the plain one asks whichever member the
+//! client's balancer picks next, and the `_of` one asks the member at a given endpoint (one of
+//! [`Client::endpoints`], or any other client URL of the cluster, connected to just for that call
+//! with the client's TLS settings and credentials). [`Client::status_all`] asks every endpoint.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES, Meta, is_invalid_token};
+use crate::error::{Error, Result};
+use crate::kv::ResponseHeader;
+use crate::pb::etcdserverpb::{self as pb, maintenance_client::MaintenanceClient};
+
+/// One member's view of itself and the cluster, as `Status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StatusResponse {
+    /// Response header; `member_id` is the answering member.
+    pub header: ResponseHeader,
+    /// The answering member's ID (the header's `member_id`).
+    pub member_id: u64,
+    /// The member's etcd version, e.g. `3.5.1`.
+    pub version: String,
+    /// Size of the member's backend database file, in bytes (including free pages).
+    pub db_size: i64,
+    /// Bytes of the database actually in use (what a defragmentation would shrink it to).
+    /// 0 from servers older than 3.4.
+    pub db_size_in_use: i64,
+    /// The member's backend quota in bytes; 0 from servers older than 3.6.
+    pub db_size_quota: i64,
+    /// The ID of the leader this member follows (0 = none known).
+    pub leader: u64,
+    /// The member's raft index (last log entry).
+    pub raft_index: u64,
+    /// The member's raft term.
+    pub raft_term: u64,
+    /// The last raft index applied to the member's store.
+    pub raft_applied_index: u64,
+    /// Alarm and health problems the member reports (empty when all is well).
+    pub errors: Vec<String>,
+    /// Whether the member is a non-voting learner.
+    pub is_learner: bool,
+    /// The storage version (3.6 and later; empty before).
+    pub storage_version: String,
+}
+
+impl StatusResponse {
+    /// Whether the answering member is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader != 0 && self.leader == self.member_id
+    }
+
+    fn from_pb(r: pb::StatusResponse) -> Self {
+        let header = ResponseHeader::from_pb(r.header);
+        StatusResponse {
+            member_id: header.member_id,
+            header,
+            version: r.version,
+            db_size: r.db_size,
+            db_size_in_use: r.db_size_in_use,
+            db_size_quota: r.db_size_quota,
+            leader: r.leader,
+            raft_index: r.raft_index,
+            raft_term: r.raft_term,
+            raft_applied_index: r.raft_applied_index,
+            errors: r.errors,
+            is_learner: r.is_learner,
+            storage_version: r.storage_version,
+        }
+    }
+}
+
+/// The kind of an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AlarmKind {
+    /// The member's backend exceeded its quota: the cluster accepts only reads and deletes
+    /// until the alarm is deactivated (after compaction and defragmentation).
+    NoSpace,
+    /// The member's store was found to differ from the others' (corruption check).
+    Corrupt,
+    /// A kind this client does not know, by its protobuf number.
+    Other(i32),
+}
+
+impl AlarmKind {
+    fn from_pb(value: i32) -> Self {
+        match pb::AlarmType::try_from(value) {
+            Ok(pb::AlarmType::Nospace) => AlarmKind::NoSpace,
+            Ok(pb::AlarmType::Corrupt) => AlarmKind::Corrupt,
+            _ => AlarmKind::Other(value),
+        }
+    }
+
+    fn to_pb(self) -> i32 {
+        match self {
+            AlarmKind::NoSpace => pb::AlarmType::Nospace as i32,
+            AlarmKind::Corrupt => pb::AlarmType::Corrupt as i32,
+            AlarmKind::Other(value) => value,
+        }
+    }
+}
+
+/// One raised alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Alarm {
+    /// The member the alarm is about.
+    pub member_id: u64,
+    /// What the alarm is.
+    pub kind: AlarmKind,
+}
+
+/// Answer to [`Client::alarm_list`] and [`Client::alarm_deactivate`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct AlarmResponse {
+    /// Response header.
+    pub header: ResponseHeader,
+    /// The alarms raised (list), or the alarms deactivated (deactivate).
+    pub alarms: Vec<Alarm>,
+}
+
+impl AlarmResponse {
+    fn from_pb(r: pb::AlarmResponse) -> Self {
+        AlarmResponse {
+            header: ResponseHeader::from_pb(r.header),
+            alarms: r
+                .alarms
+                .into_iter()
+                .map(|a| Alarm { member_id: a.member_id, kind: AlarmKind::from_pb(a.alarm) })
+                .collect(),
+        }
+    }
+}
+
+/// Answer to [`Client::hash_kv`]: a hash of one member's key-value history up to a revision.
+/// Members that agree on the data report the same hash for the same `hash_revision` and
+/// `compact_revision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HashKvResponse {
+    /// Response header; `member_id` is the member that computed the hash.
+    pub header: ResponseHeader,
+    /// The hash of the keys and values from the compaction revision to `hash_revision`.
+    pub hash: u32,
+    /// The member's compaction revision when it computed the hash.
+    pub compact_revision: i64,
+    /// The revision the hash covers (the current revision when 0 was asked for). 0 from
+    /// servers older than 3.5.
+    pub hash_revision: i64,
+}
+
+/// A database snapshot arriving from a member, as a stream of byte chunks: write them, in order,
+/// to a file to get a file `etcdutl snapshot restore` accepts. Ends after the last chunk; a
+/// stream cut short ends with an error rather than quietly.
+///
+/// Made by [`Client::snapshot`] and [`Client::snapshot_of`]. To save one:
+///
+/// ```no_run
+/// # async fn demo(client: etcd_wire::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use futures::StreamExt;
+/// use std::io::Write;
+///
+/// let mut file = std::fs::File::create("etcd.db")?;
+/// let mut snapshot = client.snapshot().await?;
+/// while let Some(chunk) = snapshot.next().await {
+///     file.write_all(&chunk?)?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct SnapshotStream {
+    inner: tonic::Streaming<pb::SnapshotResponse>,
+    /// `remaining_bytes` of the last message; `None` before the first.
+    remaining: Option<u64>,
+    received: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for SnapshotStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStream")
+            .field("received", &self.received)
+            .field("remaining", &self.remaining)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl SnapshotStream {
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes the server said were still to come after the last chunk (`None` before the first).
+    pub fn remaining(&self) -> Option<u64> {
+        self.remaining
+    }
+}
+
+impl Stream for SnapshotStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match futures::ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(msg)) => {
+                    this.remaining = Some(msg.remaining_bytes);
+                    this.received += msg.blob.len() as u64;
+                    if msg.blob.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(msg.blob)));
+                }
+                Some(Err(status)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status.into())));
+                }
+                None => {
+                    this.done = true;
+                    if this.remaining != Some(0) {
+                        let missing = this.remaining.map_or("an unknown number of".to_owned(), |r| r.to_string());
+                        let status = Status::data_loss(format!(
+                            "snapshot stream ended after {} bytes with {missing} bytes still to come",
+                            this.received
+                        ));
+                        return Poll::Ready(Some(Err(status.into())));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// The status of the member the balancer picks (see [`Client::status_of`] to choose).
+    pub async fn status(&self) -> Result<StatusResponse> {
+        let r = self
+            .unary("Status", Idempotency::ReadOnly, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .status(meta.request(pb::StatusRequest {}))
+                    .await
+            })
+            .await?;
+        Ok(StatusResponse::from_pb(r))
+    }
+
+    /// The status of the member at `endpoint` (`host:port` or a URL, like
+    /// [`Client::connect`]'s endpoints).
+    pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse> {
+        let timeout = self.inner.options.request_timeout;
+        let r = self
+            .on_endpoint(endpoint, timeout, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .status(meta.request(pb::StatusRequest {}))
+                    .await
+            })
+            .await?;
+        Ok(StatusResponse::from_pb(r))
+    }
+
+    /// The status of every endpoint the client uses, asked concurrently, in
+    /// [`Client::endpoints`] order; each with its own result (members may be down).
+    pub async fn status_all(&self) -> Vec<(String, Result<StatusResponse>)> {
+        let endpoints = self.endpoints();
+        let answers = futures::future::join_all(endpoints.iter().map(|e| self.status_of(e))).await;
+        endpoints.into_iter().zip(answers).collect()
+    }
+
+    /// The alarms raised in the cluster (any member answers for all).
+    pub async fn alarm_list(&self) -> Result<AlarmResponse> {
+        let req = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Get as i32,
+            member_id: 0,
+            alarm: pb::AlarmType::None as i32,
+        };
+        let r = self
+            .unary("Alarm", Idempotency::ReadOnly, |ch, meta| async move {
+                MaintenanceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).alarm(meta.request(req)).await
+            })
+            .await?;
+        Ok(AlarmResponse::from_pb(r))
+    }
+
+    /// Deactivates alarm `kind` on member `member_id` (after freeing space, for
+    /// [`AlarmKind::NoSpace`]). The answer lists the alarms that were deactivated.
+    pub async fn alarm_deactivate(&self, member_id: u64, kind: AlarmKind) -> Result<AlarmResponse> {
+        let req = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Deactivate as i32,
+            member_id,
+            alarm: kind.to_pb(),
+        };
+        let r = self
+            .unary("Alarm", Idempotency::Write, |ch, meta| async move {
+                MaintenanceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).alarm(meta.request(req)).await
+            })
+            .await?;
+        Ok(AlarmResponse::from_pb(r))
+    }
+
+    /// Defragments the backend of the member the balancer picks, releasing the space freed by
+    /// compaction to the file system. The member serves nothing while it defragments; see
+    /// [`Client::defragment_of`] to defragment the members one by one. Not bound by the request
+    /// timeout (a large database takes a while). (etcd's answer carries no header, so there is
+    /// nothing to return.)
+    pub async fn defragment(&self) -> Result<()> {
+        self.unary_with("Defragment", Idempotency::Write, None, |ch, meta| async move {
+            MaintenanceClient::new(ch)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .defragment(meta.request(pb::DefragmentRequest {}))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Defragments the member at `endpoint` (see [`Client::defragment`]).
+    pub async fn defragment_of(&self, endpoint: &str) -> Result<()> {
+        self.on_endpoint(endpoint, None, |ch, meta| async move {
+            MaintenanceClient::new(ch)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .defragment(meta.request(pb::DefragmentRequest {}))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The hash of the key-value history up to `revision` (0 = the current revision) on the
+    /// member the balancer picks; see [`Client::hash_kv_of`] to compare members.
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        check_revision(revision)?;
+        let r = self
+            .unary("HashKV", Idempotency::ReadOnly, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .hash_kv(meta.request(pb::HashKvRequest { revision }))
+                    .await
+            })
+            .await?;
+        Ok(hash_kv_response(r))
+    }
+
+    /// [`Client::hash_kv`] on the member at `endpoint`.
+    pub async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKvResponse> {
+        check_revision(revision)?;
+        let timeout = self.inner.options.request_timeout;
+        let r = self
+            .on_endpoint(endpoint, timeout, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .hash_kv(meta.request(pb::HashKvRequest { revision }))
+                    .await
+            })
+            .await?;
+        Ok(hash_kv_response(r))
+    }
+
+    /// Streams a snapshot of the backend database of the member the balancer picks. Returns once
+    /// the member has accepted the request; the chunks follow on the stream, which is not bound by
+    /// the request timeout.
+    pub async fn snapshot(&self) -> Result<SnapshotStream> {
+        let inner = self
+            .unary_with("Snapshot", Idempotency::ReadOnly, None, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .snapshot(meta.request(pb::SnapshotRequest {}))
+                    .await
+            })
+            .await?;
+        Ok(SnapshotStream { inner, remaining: None, received: 0, done: false })
+    }
+
+    /// [`Client::snapshot`] of the member at `endpoint`.
+    pub async fn snapshot_of(&self, endpoint: &str) -> Result<SnapshotStream> {
+        let inner = self
+            .on_endpoint(endpoint, None, |ch, meta| async move {
+                MaintenanceClient::new(ch)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .snapshot(meta.request(pb::SnapshotRequest {}))
+                    .await
+            })
+            .await?;
+        Ok(SnapshotStream { inner, remaining: None, received: 0, done: false })
+    }
+
+    /// Makes member `target_id` the leader. The request must reach the current leader, so the
+    /// client first asks every endpoint for its status and sends it to the one that is the
+    /// leader (to the balancer's pick if none of the endpoints is; that member then answers
+    /// `etcdserver: not leader` unless it has become the leader meanwhile). The target must be a
+    /// voting member that has caught up. Returns once the transfer is done. (etcd's answer
+    /// carries no header, so there is nothing to return.)
+    pub async fn move_leader(&self, target_id: u64) -> Result<()> {
+        let req = pb::MoveLeaderRequest { target_id };
+        let statuses = self.status_all().await;
+        let leader = statuses
+            .iter()
+            .filter_map(|(url, s)| s.as_ref().ok().filter(|s| s.is_leader()).map(|s| (url, s.raft_term)))
+            .max_by_key(|(_, term)| *term)
+            .map(|(url, _)| url.clone());
+        match leader {
+            Some(url) => {
+                let timeout = self.inner.options.request_timeout;
+                self.on_endpoint(&url, timeout, |ch, meta| async move {
+                    MaintenanceClient::new(ch)
+                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                        .move_leader(meta.request(req))
+                        .await
+                })
+                .await?;
+            }
+            None => {
+                self.unary("MoveLeader", Idempotency::Write, |ch, meta| async move {
+                    MaintenanceClient::new(ch)
+                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                        .move_leader(meta.request(req))
+                        .await
+                })
+                .await?;
+            }
+        };
+        Ok(())
+    }
+
+    /// Runs one RPC on the member at `endpoint`: no balancing and no retry on another member, but
+    /// the client's token (refreshed once if the server rejects it) and `hasleader` setting.
+    async fn on_endpoint<T, F, Fut>(&self, endpoint: &str, timeout: Option<Duration>, mut call: F) -> Result<T>
+    where
+        F: FnMut(Channel, Meta) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        let channel = self.endpoint_channel(endpoint).await?;
+        let mut refreshed = false;
+        loop {
+            let meta = self.meta(timeout);
+            let generation = meta.generation;
+            let fut = call(channel.clone(), meta);
+            let result = match timeout {
+                Some(after) => tokio::time::timeout(after, fut).await.map_err(|_| Error::Timeout { after })?,
+                None => fut.await,
+            };
+            match result {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if is_invalid_token(&status) && self.inner.options.credentials.is_some() && !refreshed => {
+                    refreshed = true;
+                    self.refresh_token(generation).await?;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+
+    /// A connection to exactly `endpoint` (the pool's, when it is one of the client's members).
+    async fn endpoint_channel(&self, endpoint: &str) -> Result<Channel> {
+        self.inner.pool.channel_for(endpoint, &self.inner.options).await
+    }
+}
+
+fn check_revision(revision: i64) -> Result<()> {
+    if revision < 0 {
+        return Err(Error::invalid("revision must not be negative"));
+    }
+    Ok(())
+}
+
+fn hash_kv_response(r: pb::HashKvResponse) -> HashKvResponse {
+    HashKvResponse {
+        header: ResponseHeader::from_pb(r.header),
+        hash: r.hash,
+        compact_revision: r.compact_revision,
+        hash_revision: r.hash_revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_kinds_round_trip() {
+        for kind in [AlarmKind::NoSpace, AlarmKind::Corrupt, AlarmKind::Other(7)] {
+            assert_eq!(AlarmKind::from_pb(kind.to_pb()), kind);
+        }
+    }
+
+    #[test]
+    fn leader_is_self() {
+        let s = StatusResponse { member_id: 3, leader: 3, ..Default::default() };
+        assert!(s.is_leader());
+        assert!(!StatusResponse::default().is_leader(), "no leader known");
+    }
+}

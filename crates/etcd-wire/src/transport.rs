@@ -1,0 +1,271 @@
+//! Endpoints and connections: one HTTP/2 channel per member, round-robin balancing, and failover.
+//!
+//! Each member gets a tonic [`Channel`], which multiplexes any number of calls over one HTTP/2
+//! connection and reconnects by itself. The pool hands out members round-robin, skipping members
+//! that recently failed with `Unavailable` until their cool-down passes (or until every member is
+//! cooling down, then the one that failed longest ago), so one dead member costs at most one
+//! failed attempt per cool-down.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::error::{Error, Result};
+use crate::options::ClientOptions;
+
+/// How long a member that failed stays out of the rotation.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// The default etcd client port, used when an endpoint names none.
+const DEFAULT_PORT: u16 = 2379;
+
+/// One etcd member as the client sees it.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) url: String,
+    pub(crate) channel: Channel,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+/// The members a client talks to.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    members: RwLock<Arc<Vec<Arc<Member>>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Connects to every endpoint at once and waits until at least one answers, within the
+    /// connect timeout. Members that did not answer stay in the pool and are retried later.
+    pub(crate) async fn connect(endpoints: &[String], options: &ClientOptions) -> Result<Pool> {
+        if endpoints.is_empty() {
+            return Err(Error::invalid("no endpoints given"));
+        }
+        let urls = endpoints.iter().map(|e| normalize(e, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
+        let settings = urls.iter().map(|u| endpoint(u, options)).collect::<Result<Vec<_>>>()?;
+        let attempts = settings.iter().map(|ep| async move {
+            match tokio::time::timeout(options.connect_timeout, ep.connect()).await {
+                Ok(Ok(channel)) => Ok(channel),
+                Ok(Err(e)) => Err(chain(&e)),
+                Err(_) => Err(format!("no connection within {:?}", options.connect_timeout)),
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        if results.iter().all(|r| r.is_err()) {
+            let reasons: Vec<_> = urls
+                .iter()
+                .zip(&results)
+                .map(|(u, r)| format!("{u}: {}", r.as_ref().err().map_or("", |e| e)))
+                .collect();
+            return Err(Error::Connect { endpoints: urls.clone(), reason: reasons.join("; ") });
+        }
+        let members = urls
+            .into_iter()
+            .zip(results)
+            .zip(&settings)
+            .map(|((url, result), ep)| {
+                let failed = result.is_err().then(Instant::now);
+                let channel = result.unwrap_or_else(|_| ep.connect_lazy());
+                Arc::new(Member { url, channel, failed_at: Mutex::new(failed) })
+            })
+            .collect();
+        Ok(Pool { members: RwLock::new(Arc::new(members)), next: AtomicUsize::new(0) })
+    }
+
+    /// The next member to send a request to.
+    pub(crate) fn pick(&self) -> Arc<Member> {
+        let members = self.snapshot();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut oldest: Option<(Instant, &Arc<Member>)> = None;
+        for i in 0..members.len() {
+            let m = &members[(start + i) % members.len()];
+            match *lock(&m.failed_at) {
+                Some(at) if now.duration_since(at) < COOL_DOWN => {
+                    if oldest.is_none_or(|(o, _)| at < o) {
+                        oldest = Some((at, m));
+                    }
+                }
+                _ => return m.clone(),
+            }
+        }
+        oldest.map_or_else(|| members[start % members.len()].clone(), |(_, m)| m.clone())
+    }
+
+    /// Takes `member` out of the rotation for a cool-down.
+    pub(crate) fn mark_failed(&self, member: &Member) {
+        *lock(&member.failed_at) = Some(Instant::now());
+    }
+
+    /// Puts `member` back into the rotation.
+    pub(crate) fn mark_ok(&self, member: &Member) {
+        let mut at = lock(&member.failed_at);
+        if at.is_some() {
+            *at = None;
+        }
+    }
+
+    /// A channel to exactly `endpoint`: the pool's own when it is a member, else a new connection
+    /// with the client's TLS and timeout settings (for calls aimed at one member).
+    pub(crate) async fn channel_for(&self, target: &str, options: &ClientOptions) -> Result<Channel> {
+        let url = normalize(target, options.tls.is_some())?;
+        if let Some(m) = self.snapshot().iter().find(|m| m.url == url) {
+            return Ok(m.channel.clone());
+        }
+        match tokio::time::timeout(options.connect_timeout, endpoint(&url, options)?.connect()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(Error::Connect { endpoints: vec![url], reason: chain(&e) }),
+            Err(_) => Err(Error::Connect {
+                endpoints: vec![url],
+                reason: format!("no connection within {:?}", options.connect_timeout),
+            }),
+        }
+    }
+
+    /// The member URLs in use.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.snapshot().iter().map(|m| m.url.clone()).collect()
+    }
+
+    /// Replaces the member list (auto-sync), keeping the channels of members that stay.
+    pub(crate) fn set_urls(&self, urls: &[String], options: &ClientOptions) -> Result<()> {
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let current = self.snapshot();
+        let mut next = Vec::with_capacity(urls.len());
+        for url in urls {
+            let url = normalize(url, options.tls.is_some())?;
+            match current.iter().find(|m| m.url == url) {
+                Some(m) => next.push(m.clone()),
+                None => {
+                    let channel = endpoint(&url, options)?.connect_lazy();
+                    next.push(Arc::new(Member { url, channel, failed_at: Mutex::new(None) }));
+                }
+            }
+        }
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Member>>> {
+        self.members.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Turns `host:port`, `http://host:port` or `https://host:port` into a full URL, or explains why not.
+pub(crate) fn normalize(endpoint: &str, tls: bool) -> Result<String> {
+    let bad = |reason: &str| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
+    let trimmed = endpoint.trim();
+    if trimmed.is_empty() {
+        return Err(bad("empty endpoint"));
+    }
+    let (scheme, rest) = match trimmed.split_once("://") {
+        Some((s, rest)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+            (s.to_ascii_lowercase(), rest)
+        }
+        Some((s, _)) => return Err(bad(&format!("unsupported scheme {s:?}; use http:// or https://"))),
+        None => (if tls { "https" } else { "http" }.to_owned(), trimmed),
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains(char::is_whitespace) {
+        return Err(bad("expected host:port"));
+    }
+    let parsed: http::uri::Authority = authority.parse().map_err(|e| bad(&format!("{e}")))?;
+    if parsed.host().is_empty() {
+        return Err(bad("missing host"));
+    }
+    // The text after the host's last ':' (after ']' for IPv6) must be a port, if present.
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    let port = match after_host.rsplit_once(':') {
+        Some((_, p)) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad("invalid port"))?,
+        None => DEFAULT_PORT,
+    };
+    Ok(format!("{scheme}://{}:{port}", parsed.host()))
+}
+
+fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
+    let invalid = |reason: String| Error::InvalidEndpoint { endpoint: url.to_owned(), reason };
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| invalid(chain(&e)))?
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .keep_alive_timeout(options.keep_alive_timeout)
+        .keep_alive_while_idle(true);
+    if let Some(interval) = options.keep_alive_interval {
+        ep = ep.http2_keep_alive_interval(interval);
+    }
+    if url.starts_with("https://") {
+        let tls = options.tls.clone().unwrap_or_default();
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = tls.ca_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = tls.identity_pem {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = tls.domain_name {
+            config = config.domain_name(name);
+        }
+        ep = ep.tls_config(config).map_err(|e| Error::Tls { reason: chain(&e) })?;
+    }
+    Ok(ep)
+}
+
+/// An error and all its sources, joined: transport errors say little at the top.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalizes_endpoints() {
+        let ok = [
+            ("127.0.0.1:2379", false, "http://127.0.0.1:2379"),
+            ("localhost", false, "http://localhost:2379"),
+            ("http://10.0.0.1:1234/", false, "http://10.0.0.1:1234"),
+            ("HTTPS://a.example:1", false, "https://a.example:1"),
+            ("[::1]:2379", true, "https://[::1]:2379"),
+            (" etcd:2379 ", false, "http://etcd:2379"),
+        ];
+        for (input, tls, want) in ok {
+            assert_eq!(normalize(input, tls).ok().as_deref(), Some(want), "{input}");
+        }
+        for bad in ["", "   ", "unix:///tmp/sock", "http://", "host:notaport", "a b:1", "http://h:1/path", "h:0"] {
+            assert!(matches!(normalize(bad, false), Err(Error::InvalidEndpoint { .. })), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_never_panics(s in ".{0,40}") {
+            let _ = normalize(&s, false);
+        }
+
+        #[test]
+        fn host_port_round_trips(a in 0u8..=255, b in 0u8..=255, port in 1u16..) {
+            let url = normalize(&format!("127.{a}.{b}.1:{port}"), false).ok();
+            prop_assert_eq!(url, Some(format!("http://127.{a}.{b}.1:{port}")));
+        }
+    }
+}

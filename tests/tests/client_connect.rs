@@ -1,0 +1,81 @@
+//! Connecting: bad endpoints, unreachable members, and failover across a 3-member cluster.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use etcd_tests::{single, three};
+use etcd_wire::{Client, ClientOptions, Error, GetOptions, PutOptions};
+
+#[tokio::test]
+async fn malformed_endpoints_fail_before_connecting() {
+    for bad in ["", "unix:///tmp/etcd.sock", "http://", "host:notaport"] {
+        let r = Client::connect([bad], ClientOptions::default()).await;
+        assert!(matches!(r, Err(Error::InvalidEndpoint { .. })), "{bad:?}: {r:?}");
+    }
+    let none: [&str; 0] = [];
+    assert!(matches!(Client::connect(none, ClientOptions::default()).await, Err(Error::InvalidArgument { .. })));
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_within_the_connect_timeout() {
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+    let started = Instant::now();
+    let options = ClientOptions::default().with_connect_timeout(Duration::from_secs(2));
+    let r = Client::connect([format!("127.0.0.1:{port}")], options).await;
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains(&port.to_string()), "the error names the endpoint: {text}");
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_in_the_list_is_skipped() -> Result<()> {
+    let etcd = single()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut endpoints = vec![format!("127.0.0.1:{port}")];
+    endpoints.extend(etcd.endpoints());
+    let c = Client::connect(&endpoints, ClientOptions::default()).await?;
+    for i in 0..20 {
+        c.put(format!("k{i}"), "v", PutOptions::new()).await?;
+    }
+    assert_eq!(c.get("k", GetOptions::new().with_prefix().with_count_only()).await?.count, 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_succeeding_while_a_member_is_down() -> Result<()> {
+    let etcd = three()?;
+    etcd.wait_for_leader(Duration::from_secs(20))?;
+    let c = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+    c.put("before", "1", PutOptions::new()).await?;
+
+    for victim in 0..3 {
+        etcd.kill(victim)?;
+        // Reads retry on the next member; writes to a dead member fail to connect and move on too.
+        for i in 0..15 {
+            c.get("before", GetOptions::new()).await?;
+            c.put(format!("during/{victim}/{i}"), "x", PutOptions::new()).await?;
+        }
+        etcd.restart(victim)?;
+        etcd.wait_for_leader(Duration::from_secs(20))?;
+    }
+    assert_eq!(c.get("during/", GetOptions::new().with_prefix().with_count_only()).await?.count, 45);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_sync_from_the_member_list() -> Result<()> {
+    let etcd = three()?;
+    etcd.wait_for_leader(Duration::from_secs(20))?;
+    // Start from one endpoint; sync discovers all three.
+    let c = Client::connect([etcd.endpoints()[0].clone()], ClientOptions::default()).await?;
+    let mut synced = c.sync_endpoints().await?;
+    synced.sort();
+    let mut want = etcd.endpoints();
+    want.sort();
+    assert_eq!(synced, want);
+    let members = c.member_list(true).await?;
+    assert_eq!(members.members.len(), 3);
+    Ok(())
+}
