@@ -1,0 +1,43 @@
+//! The recipes' one error type.
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a recipe.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock is held by another session (`try_lock`). The words match Go's `ErrLocked`.
+    #[error("mutex: Locked by another session")]
+    Locked,
+    /// The session's lease expired or was revoked: nothing bound to it can be trusted any more.
+    #[error("session is expired")]
+    SessionExpired,
+    /// The caller does not hold (or no longer holds) the lock or leadership it acted on.
+    #[error("not the owner: {0}")]
+    NotOwner(String),
+    /// The election has no leader.
+    #[error("election: no leader")]
+    NoLeader,
+    /// A transaction (STM) kept conflicting and gave up after its retries.
+    #[error("transaction conflicted {attempts} times; giving up")]
+    TooManyConflicts {
+        /// How many times it was tried.
+        attempts: u32,
+    },
+    /// A barrier or queue wait could not continue (e.g. too many participants).
+    #[error("{0}")]
+    Recipe(String),
+    /// The request was rejected before any RPC: empty name, TTL ≤ 0, ...
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An error from etcd or the transport.
+    #[error(transparent)]
+    Etcd(#[from] etcd_wire::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidArgument(reason.into())
+    }
+}

@@ -1,0 +1,63 @@
+//! Distributed locks, elections and etcd's other recipes, built from scratch on [`etcd_wire`].
+//!
+//! The lock strategies, interchangeable behind [`DistributedLock`]:
+//!
+//! | strategy | waiting | a release wakes | crash of the holder |
+//! |---|---|---|---|
+//! | [`Mutex`] | on its predecessor, revision-ordered (fair) | one waiter | released at the session TTL |
+//! | [`NaiveLock`] | on the one key, then retry | every waiter (the herd) | released at the session TTL |
+//! | [`LeaseTtlLock`] | on the one key, then retry | every waiter | released at the lock's own TTL |
+//! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |
+//!
+//! etcd's other recipes: [`RwMutex`], [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
+//! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
+//!
+//! Every recipe binds its keys to a [`Session`]'s lease and states its algorithm in RPCs at the top
+//! of its file. Every lock hands out a [`LockGuard`] whose [`fencing_token`](LockGuard::fencing_token)
+//! and [`txn`](LockGuard::txn) keep a holder that lost its lock from writing.
+//!
+//! ```no_run
+//! # async fn demo() -> etcd_recipes::Result<()> {
+//! use etcd_recipes::{Mutex, Session};
+//! use etcd_wire::{Client, ClientOptions, PutOptions, TxnOp};
+//!
+//! let client = Client::connect(["127.0.0.1:2379"], ClientOptions::default()).await?;
+//! let session = Session::new(&client).await?;
+//! let mutex = Mutex::new(&session, "jobs/nightly")?;
+//! let guard = mutex.lock().await?;
+//! // A write that lands only while we still hold the lock:
+//! let txn = guard.txn().and_then([TxnOp::put("jobs/state", "running", PutOptions::new())]);
+//! assert!(client.txn(txn).await?.succeeded);
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+
+mod barrier;
+mod election;
+mod error;
+mod line;
+mod lock;
+mod mutex;
+mod naive;
+mod queue;
+mod rpc_lock;
+mod rwmutex;
+mod session;
+mod stm;
+mod trace;
+mod ttl_lock;
+mod wait;
+
+pub use barrier::{Barrier, DoubleBarrier};
+pub use election::{Election, Leadership};
+pub use error::{Error, Result};
+pub use lock::{DistributedLock, LockGuard, Strategy};
+pub use mutex::Mutex;
+pub use naive::NaiveLock;
+pub use queue::{PriorityQueue, Queue};
+pub use rpc_lock::RpcLock;
+pub use rwmutex::RwMutex;
+pub use session::{DEFAULT_TTL, Session, SessionBuilder, SessionEnd};
+pub use stm::{Isolation, Stm, StmOptions, stm, stm_with};
+pub use trace::{OpStats, TraceEvent, TraceKind, Tracer};
+pub use ttl_lock::LeaseTtlLock;

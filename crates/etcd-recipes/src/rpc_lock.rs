@@ -1,0 +1,92 @@
+//! The server-side lock: etcd's `v3lock` service, which runs Go's `concurrency.Mutex` inside the
+//! etcd member on the caller's lease. It is one of the strategies the benches compare, and shares
+//! the Mutex's key layout (`<name>/<lease hex>`), so it excludes our [`Mutex`](crate::Mutex) and
+//! `etcdctl lock` on the same name.
+//!
+//! In RPCs:
+//! - lock: `Lock(name, session lease)`, which returns once held (the server waits with Go's
+//!   `waitDeletes`, watching from a past revision, hence its ~100 ms handoffs), then `Range(key)`
+//!   for the key's create revision, the fencing token (the Lock answer does not carry it).
+//!   Dropping the future cancels the RPC; the server then deletes its waiter key.
+//! - try_lock: the service has no non-blocking form, so this is [`Mutex::try_lock`](crate::Mutex::try_lock)'s
+//!   single Txn on the same keys.
+//! - unlock: `Unlock(key)`, a plain delete on the server (not fenced: that is the service's contract).
+
+use bytes::Bytes;
+use etcd_wire::GetOptions;
+use futures::future::BoxFuture;
+
+use crate::error::{Error, Result};
+use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
+use crate::session::Session;
+use crate::trace::Tracer;
+use crate::wait::check_name;
+
+/// etcd's server-side Lock RPC on a name, with the session's lease. See the module docs.
+#[derive(Debug, Clone)]
+pub struct RpcLock {
+    session: Session,
+    name: String,
+    tracer: Tracer,
+}
+
+impl RpcLock {
+    /// The server-side lock on `name`. Fails on an empty name.
+    pub fn new(session: &Session, name: &str) -> Result<RpcLock> {
+        check_name(name)?;
+        Ok(RpcLock { session: session.clone(), name: name.to_owned(), tracer: Tracer::default() })
+    }
+
+    /// Reports every step to `tracer`.
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// Waits until the server reports the lock held.
+    pub async fn lock(&self) -> Result<LockGuard> {
+        self.session.check()?;
+        let client = self.session.client();
+        let mut op = self.tracer.op("rpc-lock", "lock");
+        let name = Bytes::from(self.name.clone());
+        let held = tokio::select! {
+            held = op.rpc("Lock", &name, client.lock(name.clone(), self.session.lease_id())) => held?,
+            _ = self.session.lost() => return Err(Error::SessionExpired),
+        };
+        let got = op.rpc("Range", &held.key, client.get(held.key.clone(), GetOptions::new().with_keys_only())).await?;
+        let revision = got.kvs.first().map(|kv| kv.create_revision).ok_or(Error::SessionExpired)?;
+        Ok(LockGuard {
+            client: client.clone(),
+            key: held.key,
+            revision,
+            lease: self.session.lease_id(),
+            release: Release::ServerUnlock,
+            stats: op.finish(),
+            tracer: self.tracer.clone(),
+            recipe: "rpc-lock",
+            released: false,
+            keep_alive: None,
+        })
+    }
+
+    /// Takes the lock if it is free (the Mutex's single Txn), else fails with [`Error::Locked`].
+    pub async fn try_lock(&self) -> Result<LockGuard> {
+        let mut guard =
+            crate::Mutex::new(&self.session, &self.name)?.with_tracer(self.tracer.clone()).try_lock().await?;
+        guard.release = Release::ServerUnlock;
+        guard.recipe = "rpc-lock";
+        Ok(guard)
+    }
+}
+
+impl DistributedLock for RpcLock {
+    fn strategy(&self) -> Strategy {
+        Strategy::Rpc
+    }
+    fn lock(&self) -> BoxFuture<'_, Result<LockGuard>> {
+        Box::pin(RpcLock::lock(self))
+    }
+    fn try_lock(&self) -> BoxFuture<'_, Result<LockGuard>> {
+        Box::pin(RpcLock::try_lock(self))
+    }
+}
