@@ -167,6 +167,11 @@ impl Client {
                 Err(status) => status,
             };
             tracing::debug!(rpc, endpoint = %member.url, code = ?status.code(), message = status.message(), "etcd rpc failed");
+            if let Some(after) = timeout
+                && is_deadline(&status)
+            {
+                return Err(Error::Timeout { after });
+            }
             if is_invalid_token(&status) && self.inner.auth.credentials.is_some() && !refreshed {
                 // The server rejected the token before doing anything: refreshing and resending is safe.
                 refreshed = true;
@@ -280,6 +285,13 @@ struct Auth {
     credentials: Option<Credentials>,
     token: RwLock<(u64, Option<AsciiMetadataValue>)>,
     refresh: tokio::sync::Mutex<()>,
+}
+
+/// Whether a status reports the request's deadline passing: tonic's own timer ("Timeout expired")
+/// or the server's (`DeadlineExceeded`).
+fn is_deadline(status: &Status) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
+        || status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired")
 }
 
 /// Whether the server rejected the request's token (expired, or from before a restart). The

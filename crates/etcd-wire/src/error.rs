@@ -191,7 +191,10 @@ impl From<Status> for Error {
         // its source and a code that says little; report it as Unavailable, with the whole cause.
         let transport = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>());
         if transport && status.code() != Code::Unavailable {
-            let cause = crate::transport::chain(&status);
+            let cause = match std::error::Error::source(&status) {
+                Some(source) => format!("{}: {}", status.message(), crate::transport::chain(source)),
+                None => status.message().to_owned(),
+            };
             return Error::Unavailable { status: Box::new(Status::unavailable(cause)) };
         }
         let msg = status.message().to_owned();
