@@ -103,7 +103,7 @@ async fn predecessor(client: &Client, prefix: &Bytes, place: &Place, op: &mut Op
         TxnOp::get(place.key.clone(), GetOptions::new().with_keys_only()),
         TxnOp::get(prefix.clone(), before),
     ]);
-    let resp = op.rpc("Txn", &place.key, client.txn(txn)).await?;
+    let resp = op.rpc("Txn(next)", &place.key, client.txn(txn)).await?;
     let mut gets = resp.gets();
     if gets.next().and_then(|g| g.kvs.first()).is_none_or(|kv| kv.create_revision != place.revision) {
         // Our key is gone: the session's lease ended. Never report the front of the line.

@@ -110,7 +110,7 @@ async fn check(
     if let Some((k, _)) = mine {
         txn = txn.and_then([TxnOp::get(k.clone(), GetOptions::new().with_keys_only())]);
     }
-    let now = op.rpc("Txn", key, client.txn(txn)).await?;
+    let now = op.rpc("Txn(check)", key, client.txn(txn)).await?;
     let mut gets = now.gets();
     if gets.next().and_then(|g| g.kvs.first()).is_none_or(|kv| kv.create_revision != create_revision) {
         return Ok((Some(Ok(())), now.header.revision));
