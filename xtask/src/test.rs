@@ -3,18 +3,19 @@
 //! 1. installs every pinned etcd release (the harness does it; nothing else need be on the machine);
 //! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
 //! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
-//! 4. the server-facing tests again against etcd 3.4.23;
-//! 5. fails if any etcd process started from the harness's binaries outlived the tests.
+//! 4. every example in `crates/*/examples/`, each against a fresh etcd from the harness;
+//! 5. the server-facing tests again against etcd 3.4.23;
+//! 6. fails if any etcd process started from the harness's binaries outlived the tests.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Result, bail, ensure};
-use etcd_harness::{EtcdBinaries, EtcdVersion};
+use etcd_harness::{ClusterConfig, EtcdBinaries, EtcdCluster, EtcdVersion};
 
 /// The crates whose tests talk to etcd; they run once per supported release.
-const SERVER_TEST_CRATES: &[&str] = &["etcd-harness", "etcd-tests"];
+const SERVER_TEST_CRATES: &[&str] = &["etcd-harness", "etcd-recipes-cli", "etcd-tests"];
 
 pub(crate) fn run(quick: bool) -> Result<()> {
     step("install etcd releases");
@@ -36,6 +37,9 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     step("tests against etcd 3.5.1");
     cargo(&["test", "--workspace", "--no-fail-fast"], Some(EtcdVersion::V3_5_1))?;
 
+    step("examples against etcd 3.5.1");
+    run_examples()?;
+
     step("server tests against etcd 3.4.23");
     let mut args = vec!["test", "--no-fail-fast"];
     for krate in SERVER_TEST_CRATES {
@@ -47,6 +51,36 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let leaked: Vec<_> = etcd_pids(&binaries).difference(&before).copied().collect();
     ensure!(leaked.is_empty(), "etcd processes outlived the tests: {leaked:?}");
     println!("none");
+    Ok(())
+}
+
+/// Runs every `crates/<crate>/examples/<name>.rs` with `ETCD_ENDPOINTS` pointing at a fresh etcd.
+fn run_examples() -> Result<()> {
+    let root = crate::codegen::workspace_root();
+    let mut examples = Vec::new();
+    for krate in std::fs::read_dir(root.join("crates"))? {
+        let krate = krate?.path();
+        let Ok(entries) = std::fs::read_dir(krate.join("examples")) else { continue };
+        let name = krate.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for e in entries {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "rs") {
+                let example = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                examples.push((name.clone(), example));
+            }
+        }
+    }
+    examples.sort();
+    for (krate, example) in examples {
+        let cluster = EtcdCluster::start(ClusterConfig::default().with_version(EtcdVersion::V3_5_1))?;
+        println!("-- {krate} example {example} against {}", cluster.endpoints().join(","));
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["run", "--quiet", "-p", &krate, "--example", &example])
+            .env("ETCD_ENDPOINTS", cluster.endpoints().join(","))
+            .current_dir(&root)
+            .status()?;
+        ensure!(status.success(), "example {krate}/{example} failed ({status})");
+    }
     Ok(())
 }
 

@@ -309,3 +309,52 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 }
+
+/// One measured point: who ran, with how many contenders, on what clients, and the outcome.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Point {
+    /// The strategy's (or peer's) name, e.g. `mutex` or `etcd-client rpc`.
+    pub label: String,
+    /// Number of contenders.
+    pub contenders: usize,
+    /// Shared or separate clients.
+    pub clients: Clients,
+    /// The numbers.
+    pub outcome: Outcome,
+}
+
+impl Point {
+    /// A point.
+    pub fn new(label: impl Into<String>, contenders: usize, clients: Clients, outcome: Outcome) -> Self {
+        Point { label: label.into(), contenders, clients, outcome }
+    }
+}
+
+/// The summary table, as GitHub markdown: one row per point.
+pub fn table(points: &[Point]) -> String {
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let per = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    let mut out = String::from(
+        "| strategy | contenders | clients | locks/s | wait p50 ms | wait p99 ms | wait max ms | handoff p50 ms | handoff p99 ms | RPCs/lock | events/lock |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in points {
+        let o = &p.outcome;
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+            p.label,
+            p.contenders,
+            p.clients.name(),
+            o.throughput(),
+            ms(o.wait(0.5)),
+            ms(o.wait(0.99)),
+            ms(o.wait(1.0)),
+            ms(o.handoff(0.5)),
+            ms(o.handoff(0.99)),
+            per(o.rpcs_per_acquisition()),
+            per(o.events_per_acquisition()),
+        ));
+    }
+    out
+}
