@@ -52,6 +52,9 @@ async fn calls_keep_succeeding_while_a_member_is_down() -> Result<()> {
 
     for victim in 0..3 {
         etcd.kill(victim)?;
+        // A write made while a killed leader is being replaced may time out on the server, and the
+        // client rightly does not resend it (it may have landed): let the survivors elect first.
+        etcd.wait_for_leader(Duration::from_secs(20))?;
         // Reads retry on the next member; writes to a dead member fail to connect and move on too.
         for i in 0..15 {
             c.get("before", GetOptions::new()).await?;
