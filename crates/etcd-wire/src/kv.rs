@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::kv_client::KvClient;
-use crate::range::prefix_range_end;
+use crate::range::KeyRange;
 
 /// A key and its value, with etcd's revision bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -110,32 +110,11 @@ pub enum SortTarget {
     Value,
 }
 
-/// The keys a request covers beyond its key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-enum RangeSpec {
-    #[default]
-    Key,
-    Prefix,
-    FromKey,
-    End(Bytes),
-}
-
-impl RangeSpec {
-    fn end(&self, key: &[u8]) -> Bytes {
-        match self {
-            RangeSpec::Key => Bytes::new(),
-            RangeSpec::Prefix => prefix_range_end(key),
-            RangeSpec::FromKey => Bytes::from_static(&[0]),
-            RangeSpec::End(end) => end.clone(),
-        }
-    }
-}
-
 /// Options of [`Client::get`]. Start from [`GetOptions::new`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GetOptions {
-    range: RangeSpec,
+    range: KeyRange,
     limit: i64,
     revision: i64,
     sort: Option<(SortTarget, SortOrder)>,
@@ -155,17 +134,17 @@ impl GetOptions {
     }
     /// Every key starting with the key.
     pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
+        self.range = KeyRange::Prefix;
         self
     }
     /// Every key from the key on (`range_end = "\0"`).
     pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
+        self.range = KeyRange::FromKey;
         self
     }
     /// Keys in `[key, end)`.
     pub fn with_range(mut self, end: impl Into<Bytes>) -> Self {
-        self.range = RangeSpec::End(end.into());
+        self.range = KeyRange::End(end.into());
         self
     }
     /// At most `limit` keys (0 = no limit).
@@ -212,7 +191,7 @@ impl GetOptions {
     }
 
     pub(crate) fn to_pb(&self, key: Bytes, ns: &Namespace) -> Result<pb::RangeRequest> {
-        check_key(&key, &self.range)?;
+        let end = self.range.end(&key)?;
         if self.limit < 0 || self.revision < 0 {
             return Err(Error::invalid("limit and revision must not be negative"));
         }
@@ -230,7 +209,6 @@ impl GetOptions {
             SortTarget::Mod => T::Mod,
             SortTarget::Value => T::Value,
         };
-        let end = self.range.end(&key);
         Ok(pb::RangeRequest {
             range_end: ns.range_end(end),
             key: ns.key(key),
@@ -286,7 +264,7 @@ impl PutOptions {
     }
 
     pub(crate) fn to_pb(&self, key: Bytes, value: Bytes, ns: &Namespace) -> Result<pb::PutRequest> {
-        check_key(&key, &RangeSpec::Key)?;
+        KeyRange::Key.end(&key)?;
         if self.ignore_value && !value.is_empty() {
             return Err(Error::invalid("ignore_value is set but a value was given"));
         }
@@ -308,7 +286,7 @@ impl PutOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeleteOptions {
-    range: RangeSpec,
+    range: KeyRange,
     prev_kv: bool,
 }
 
@@ -319,17 +297,17 @@ impl DeleteOptions {
     }
     /// Every key starting with the key.
     pub fn with_prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
+        self.range = KeyRange::Prefix;
         self
     }
     /// Every key from the key on.
     pub fn with_from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
+        self.range = KeyRange::FromKey;
         self
     }
     /// Keys in `[key, end)`.
     pub fn with_range(mut self, end: impl Into<Bytes>) -> Self {
-        self.range = RangeSpec::End(end.into());
+        self.range = KeyRange::End(end.into());
         self
     }
     /// Return the deleted key-values.
@@ -339,18 +317,9 @@ impl DeleteOptions {
     }
 
     pub(crate) fn to_pb(&self, key: Bytes, ns: &Namespace) -> Result<pb::DeleteRangeRequest> {
-        check_key(&key, &self.range)?;
-        let end = self.range.end(&key);
+        let end = self.range.end(&key)?;
         Ok(pb::DeleteRangeRequest { range_end: ns.range_end(end), key: ns.key(key), prev_kv: self.prev_kv })
     }
-}
-
-/// An empty key is only meaningful with a range (`""` with from-key or prefix means "all keys").
-fn check_key(key: &[u8], range: &RangeSpec) -> Result<()> {
-    if key.is_empty() && *range == RangeSpec::Key {
-        return Err(Error::invalid("empty key"));
-    }
-    Ok(())
 }
 
 /// Answer to [`Client::get`].

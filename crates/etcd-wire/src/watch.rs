@@ -51,7 +51,7 @@ use crate::kv::{KeyValue, ResponseHeader};
 use crate::namespace::Namespace;
 use crate::pb::etcdserverpb::{self as pb, watch_client::WatchClient, watch_request::RequestUnion};
 use crate::pb::mvccpb;
-use crate::range::prefix_range_end;
+use crate::range::KeyRange;
 use crate::transport::Member;
 
 /// What a change did to its key.
@@ -102,21 +102,11 @@ pub struct WatchResponse {
     pub progress_notify: bool,
 }
 
-/// The keys a watch covers beyond its key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-enum WatchRange {
-    #[default]
-    Key,
-    Prefix,
-    FromKey,
-    End(Bytes),
-}
-
 /// Options of [`Client::watch`]. Start from [`WatchOptions::new`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WatchOptions {
-    range: WatchRange,
+    range: KeyRange,
     start_revision: i64,
     prev_kv: bool,
     no_put: bool,
@@ -132,17 +122,17 @@ impl WatchOptions {
     }
     /// Every key starting with the key.
     pub fn with_prefix(mut self) -> Self {
-        self.range = WatchRange::Prefix;
+        self.range = KeyRange::Prefix;
         self
     }
     /// Every key from the key on.
     pub fn with_from_key(mut self) -> Self {
-        self.range = WatchRange::FromKey;
+        self.range = KeyRange::FromKey;
         self
     }
     /// Keys in `[key, end)`.
     pub fn with_range(mut self, end: impl Into<Bytes>) -> Self {
-        self.range = WatchRange::End(end.into());
+        self.range = KeyRange::End(end.into());
         self
     }
     /// Replay history from this revision (0 = only changes after the watch is created). A
@@ -183,16 +173,7 @@ impl WatchOptions {
         if self.start_revision < 0 {
             return Err(Error::invalid("start revision must not be negative"));
         }
-        let end = match &self.range {
-            WatchRange::Key if key.is_empty() => return Err(Error::invalid("empty key")),
-            WatchRange::Key => Bytes::new(),
-            WatchRange::Prefix => prefix_range_end(&key),
-            WatchRange::FromKey => Bytes::from_static(&[0]),
-            WatchRange::End(end) if !end.is_empty() && end[..] != [0] && end[..] <= key[..] => {
-                return Err(Error::invalid("range end must sort after the key"));
-            }
-            WatchRange::End(end) => end.clone(),
-        };
+        let end = self.range.end(&key)?;
         use pb::watch_create_request::FilterType;
         let filters = [(self.no_put, FilterType::Noput), (self.no_delete, FilterType::Nodelete)];
         Ok(pb::WatchCreateRequest {
