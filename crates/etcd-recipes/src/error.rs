@@ -16,6 +16,13 @@ pub enum Error {
     /// The caller does not hold (or no longer holds) the lock or leadership it acted on.
     #[error("not the owner: {0}")]
     NotOwner(String),
+    /// A key in the lock's place (at its name, or under its prefix) was not written by any lock
+    /// session: it has no lease, so nobody will ever release it. Remove it, or choose another name.
+    #[error("{key:?} blocks the lock but is not a lock key (it has no lease, so no session will release it)")]
+    ForeignKey {
+        /// The blocking key.
+        key: String,
+    },
     /// The election has no leader.
     #[error("election: no leader")]
     NoLeader,

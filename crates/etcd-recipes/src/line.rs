@@ -71,7 +71,7 @@ pub(crate) async fn join(session: &Session, prefix: &Bytes, value: Bytes, op: &m
     let mut place =
         Place { client: client.clone(), key, revision: resp.header.revision, own, predecessor: None, value };
     if resp.succeeded {
-        place.predecessor = first;
+        place.predecessor = check_blocker(first)?;
     } else {
         let mine = first.ok_or(Error::SessionExpired)?;
         (place.revision, place.value) = (mine.create_revision, mine.value);
@@ -109,12 +109,21 @@ async fn predecessor(client: &Client, prefix: &Bytes, place: &Place, op: &mut Op
         // Our key is gone: the session's lease ended. Never report the front of the line.
         return Err(Error::SessionExpired);
     }
-    Ok(gets.next().and_then(|g| g.kvs.first().cloned()))
+    check_blocker(gets.next().and_then(|g| g.kvs.first().cloned()))
 }
 
 /// Runs [`fenced_delete`]; whether it deleted.
 pub(crate) async fn delete_fenced(client: &Client, key: &Bytes, revision: i64, op: &mut OpTrace) -> Result<bool> {
     Ok(op.rpc("Txn", key, client.txn(fenced_delete(key, revision))).await?.succeeded)
+}
+
+/// Every lock key (this crate's and Go's) is bound to a session's lease; a blocker without one is a
+/// plain key that nobody will ever release, so waiting for it would wait forever.
+pub(crate) fn check_blocker(kv: Option<KeyValue>) -> Result<Option<KeyValue>> {
+    match kv {
+        Some(kv) if kv.lease == 0 => Err(Error::ForeignKey { key: kv.key_str().into_owned() }),
+        kv => Ok(kv),
+    }
 }
 
 /// A put on a lease that no longer exists means the session is over.

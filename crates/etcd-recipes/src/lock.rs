@@ -92,8 +92,6 @@ pub(crate) enum Release {
     FencedDelete,
     /// `LeaseRevoke(lease)`: the key goes with its lease.
     RevokeLease,
-    /// The server-side `Unlock(key)` RPC.
-    ServerUnlock,
 }
 
 /// A held lock. [`unlock`](Self::unlock) releases it; dropping the guard releases it too, in the
@@ -210,9 +208,6 @@ async fn release(
             }
             Err(e) => return Err(e.into()),
         },
-        Release::ServerUnlock => {
-            op.rpc("Unlock", key, client.unlock(key.clone())).await?;
-        }
     }
     Ok(())
 }

@@ -78,7 +78,8 @@ impl NaiveLock {
         let resp = op.rpc("Txn", &self.key, client.txn(txn)).await.map_err(crate::line::lease_gone)?;
         if !resp.succeeded {
             // If the holder vanished between the compare and now, revision 0 makes the wait return at once.
-            let holder = resp.gets().next().and_then(|g| g.kvs.first()).map_or(0, |kv| kv.create_revision);
+            let holder = crate::line::check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))?
+                .map_or(0, |kv| kv.create_revision);
             return Ok(Err(holder));
         }
         Ok(Ok(LockGuard {

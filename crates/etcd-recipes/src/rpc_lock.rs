@@ -4,19 +4,24 @@
 //! `etcdctl lock` on the same name.
 //!
 //! In RPCs:
-//! - lock: `Lock(name, session lease)`, which returns once held (the server waits with Go's
+//! - lock: `Lock(name, session lease)`, alongside a `Range` of the oldest key under `<name>/` (a
+//!   key without a lease there is nobody's lock: fail with `ForeignKey` rather than wait forever),
+//!   which returns once held (the server waits with Go's
 //!   `waitDeletes`, watching from a past revision, hence its ~100 ms handoffs), then `Range(key)`
 //!   for the key's create revision, the fencing token (the Lock answer does not carry it).
 //!   Dropping the future cancels the RPC; the server then deletes its waiter key.
 //! - try_lock: the service has no non-blocking form, so this is [`Mutex::try_lock`](crate::Mutex::try_lock)'s
 //!   single Txn on the same keys.
-//! - unlock: `Unlock(key)`, a plain delete on the server (not fenced: that is the service's contract).
+//! - unlock: `Txn If(CreateRevision(key) == token) Then Delete(key)`, one RPC like the service's
+//!   `Unlock(key)`, but fenced: the service's plain delete would let a stale or repeated unlock
+//!   remove a newer holder's key (etcd #22082), and could not tell that the lock was already gone.
 
 use bytes::Bytes;
-use etcd_wire::GetOptions;
+use etcd_wire::{GetOptions, SortOrder, SortTarget};
 use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
+use crate::line::check_blocker;
 use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
 use crate::session::Session;
 use crate::trace::Tracer;
@@ -49,8 +54,18 @@ impl RpcLock {
         let client = self.session.client();
         let mut op = self.tracer.op("rpc-lock", "lock");
         let name = Bytes::from(self.name.clone());
+        // The server waits on the oldest key under `<name>/` forever; if that key has no lease it
+        // is nobody's lock and will never go, so check it alongside (a traced op of its own).
+        let prefix = Bytes::from(format!("{}/", self.name));
+        let mut check_op = self.tracer.op("rpc-lock", "check");
+        let oldest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        let check = async {
+            let got = check_op.rpc("Range", &prefix, client.get(prefix.clone(), oldest.with_keys_only())).await?;
+            check_blocker(got.kvs.into_iter().next()).map(drop)
+        };
         let held = tokio::select! {
             held = op.rpc("Lock", &name, client.lock(name.clone(), self.session.lease_id())) => held?,
+            Err(e) = check => return Err(e),
             _ = self.session.lost() => return Err(Error::SessionExpired),
         };
         let got = op.rpc("Range", &held.key, client.get(held.key.clone(), GetOptions::new().with_keys_only())).await?;
@@ -60,7 +75,7 @@ impl RpcLock {
             key: held.key,
             revision,
             lease: self.session.lease_id(),
-            release: Release::ServerUnlock,
+            release: Release::FencedDelete,
             stats: op.finish(),
             tracer: self.tracer.clone(),
             recipe: "rpc-lock",
@@ -73,7 +88,6 @@ impl RpcLock {
     pub async fn try_lock(&self) -> Result<LockGuard> {
         let mut guard =
             crate::Mutex::new(&self.session, &self.name)?.with_tracer(self.tracer.clone()).try_lock().await?;
-        guard.release = Release::ServerUnlock;
         guard.recipe = "rpc-lock";
         Ok(guard)
     }

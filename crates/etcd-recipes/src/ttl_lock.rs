@@ -102,7 +102,8 @@ impl LeaseTtlLock {
         if resp.succeeded {
             return Ok(Ok(resp.header.revision));
         }
-        Ok(Err(resp.gets().next().and_then(|g| g.kvs.first()).map_or(0, |kv| kv.create_revision)))
+        Ok(Err(crate::line::check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))?
+            .map_or(0, |kv| kv.create_revision)))
     }
 
     fn guard(&self, mut lease: OwnLease, revision: i64, op: &OpTrace) -> LockGuard {

@@ -210,8 +210,8 @@ impl GetOptions {
             SortTarget::Value => T::Value,
         };
         Ok(pb::RangeRequest {
+            key: ns.range_key(key, &end),
             range_end: ns.range_end(end),
-            key: ns.key(key),
             limit: self.limit,
             revision: self.revision,
             sort_order: order as i32,
@@ -318,7 +318,7 @@ impl DeleteOptions {
 
     pub(crate) fn to_pb(&self, key: Bytes, ns: &Namespace) -> Result<pb::DeleteRangeRequest> {
         let end = self.range.end(&key)?;
-        Ok(pb::DeleteRangeRequest { range_end: ns.range_end(end), key: ns.key(key), prev_kv: self.prev_kv })
+        Ok(pb::DeleteRangeRequest { key: ns.range_key(key, &end), range_end: ns.range_end(end), prev_kv: self.prev_kv })
     }
 }
 

@@ -33,6 +33,14 @@ impl Namespace {
         b.freeze()
     }
 
+    /// `prefix + key` as the start of a range ending at `end` (before namespacing). A range from
+    /// the empty key (every key, or every key up to `end`) starts at `"\0"`: etcd refuses an empty
+    /// key, and no key sorts below `"\0"` (Go's clientv3 does the same).
+    pub(crate) fn range_key(&self, key: Bytes, end: &[u8]) -> Bytes {
+        let key = self.key(key);
+        if key.is_empty() && !end.is_empty() { Bytes::from_static(&[0]) } else { key }
+    }
+
     /// The range end for a range that starts at `prefix + key`: empty stays empty (one key);
     /// `"\0"` (every key from `key` on) becomes the end of the namespace; others gain the prefix.
     pub(crate) fn range_end(&self, end: Bytes) -> Bytes {
@@ -55,6 +63,14 @@ impl Namespace {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_range_from_the_empty_key_starts_at_zero() {
+        let none = Namespace::default();
+        assert_eq!(none.range_key(Bytes::new(), b"\0"), "\0");
+        assert_eq!(none.range_key(Bytes::new(), b""), "");
+        assert_eq!(none.join(b"ns/").range_key(Bytes::new(), b"\0"), "ns/");
+    }
 
     #[test]
     fn prefixes_and_strips() {

@@ -46,10 +46,9 @@ impl Pool {
         let urls = endpoints.iter().map(|e| normalize(e, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
         let settings = urls.iter().map(|u| endpoint(u, options)).collect::<Result<Vec<_>>>()?;
         let attempts = settings.iter().map(|ep| async move {
-            match tokio::time::timeout(options.connect_timeout, ep.connect()).await {
-                Ok(Ok(channel)) => Ok(channel),
-                Ok(Err(e)) => Err(chain(&e)),
-                Err(_) => Err(format!("no connection within {:?}", options.connect_timeout)),
+            match tokio::time::timeout(options.connect_timeout, answered(ep)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {:?}", options.connect_timeout)),
             }
         });
         let results = futures::future::join_all(attempts).await;
@@ -157,6 +156,23 @@ impl Pool {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Connects to `ep` and waits for one answer from the server (a `Status`; any gRPC status counts,
+/// even an auth error): a listener that accepts TCP but never speaks etcd's gRPC (a black-holed
+/// proxy, another service) must fail within the connect timeout, not at the first request.
+async fn answered(ep: &Endpoint) -> std::result::Result<Channel, String> {
+    let channel = ep.connect().await.map_err(|e| chain(&e))?;
+    let probe = crate::pb::etcdserverpb::maintenance_client::MaintenanceClient::new(channel.clone())
+        .status(crate::pb::etcdserverpb::StatusRequest {})
+        .await;
+    match probe {
+        Ok(_) => Ok(channel),
+        Err(status) if std::error::Error::source(&status).is_none() && status.code() != tonic::Code::Unavailable => {
+            Ok(channel)
+        }
+        Err(status) => Err(chain(&status)),
+    }
 }
 
 /// Turns `host:port`, `http://host:port` or `https://host:port` into a full URL, or explains why not.

@@ -127,7 +127,7 @@ impl Compare {
         Ok(pb::Compare {
             result: result as i32,
             target: target as i32,
-            key: ns.key(self.key.clone()),
+            key: ns.range_key(self.key.clone(), &self.range_end),
             range_end: ns.range_end(self.range_end.clone()),
             target_union: Some(union),
         })

@@ -177,8 +177,8 @@ impl WatchOptions {
         use pb::watch_create_request::FilterType;
         let filters = [(self.no_put, FilterType::Noput), (self.no_delete, FilterType::Nodelete)];
         Ok(pb::WatchCreateRequest {
+            key: ns.range_key(key, &end),
             range_end: ns.range_end(end),
-            key: ns.key(key),
             start_revision: self.start_revision,
             progress_notify: self.progress_notify,
             filters: filters.iter().filter(|(on, _)| *on).map(|(_, f)| *f as i32).collect(),
