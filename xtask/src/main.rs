@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <task>` (see `.cargo/config.toml`).
 
+mod chaos;
 mod codegen;
-mod demo;
+mod compare;
 mod etcd;
 mod test;
 
@@ -17,8 +18,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// The main job: start a local etcd and run the comparison (for now, the wire demo).
-    Compare,
+    /// The main job: start a local etcd, compare the lock strategies and etcd-client, and write
+    /// the report with its plots to target/lock-report/.
+    Compare {
+        /// Longer points and more contention levels (minutes longer).
+        #[arg(long)]
+        full: bool,
+        /// Run etcd with fsync on (a realistic run) instead of --unsafe-no-fsync.
+        #[arg(long)]
+        fsync: bool,
+    },
     /// Run every test, as CI does: installs etcd, fmt, clippy, tests on 3.5.1 and 3.4.23.
     Test {
         /// Skip fmt and clippy.
@@ -31,6 +40,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// The long lock-set reliability run: K worker processes under faults, per strategy and mode.
+    Chaos(chaos::ChaosArgs),
     /// Install the pinned etcd releases, or run a local server until Ctrl-C.
     Etcd {
         #[command(subcommand)]
@@ -55,9 +66,10 @@ enum EtcdAction {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Compare => demo::run(),
+        Task::Compare { full, fsync } => compare::run(full, fsync),
         Task::Test { quick } => test::run(quick),
         Task::Codegen { check } => codegen::run(check),
+        Task::Chaos(args) => chaos::run(args),
         Task::Etcd { action: EtcdAction::Install } => etcd::install_all(),
         Task::Etcd { action: EtcdAction::Start { members, version } } => etcd::run(version.as_deref(), members),
     }
