@@ -11,6 +11,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use etcd_harness;
 
+pub mod lockset;
+
 /// Starts a single-member cluster of the version named by `ETCD_VERSION`.
 pub fn single() -> Result<EtcdCluster> {
     EtcdCluster::start(ClusterConfig::default()).context("starting etcd")

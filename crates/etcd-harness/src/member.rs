@@ -301,14 +301,14 @@ fn reap_if_exited(guard: &mut Option<Running>) {
 
 /// Sends `signal` to the process group led by `child` (spawned with `process_group(0)`).
 /// Only called on children not yet reaped, so the pid cannot have been reused.
-fn signal_group(child: &Child, signal: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn signal_group(child: &Child, signal: libc::c_int) -> std::io::Result<()> {
     let pgid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
     // SAFETY: kill has no memory-safety preconditions.
     if unsafe { libc::kill(-pgid, signal) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// The scheduler state letter of every thread of `pid`; `None` if the process is gone.
-fn thread_states(pid: u32) -> Option<Vec<char>> {
+pub(crate) fn thread_states(pid: u32) -> Option<Vec<char>> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let states = tasks
         .filter_map(|task| {
