@@ -8,7 +8,8 @@ use etcd_wire::{Client, ClientOptions, TlsOptions};
 
 use crate::cli::GlobalArgs;
 use crate::duration::format_duration;
-use crate::failure::{Failure, explain, explain_wire};
+use crate::failure::{Failure, explain, explain_wire, signal_exit_code};
+use crate::signals::Signals;
 use crate::trace::CliTrace;
 
 /// The client options the flags describe.
@@ -79,6 +80,19 @@ pub(crate) async fn connect(g: &GlobalArgs) -> Result<Client, Failure> {
             g.endpoints.join(","),
             format_duration(limit)
         ))),
+    }
+}
+
+/// Connects and starts the session, giving up with the signal's exit code if SIGINT/SIGTERM
+/// arrives first (the start of `lock` and `elect`).
+pub(crate) async fn start(g: &GlobalArgs, trace: &CliTrace, signals: &mut Signals) -> Result<Session, Failure> {
+    let client = tokio::select! {
+        c = connect(g) => c?,
+        sig = signals.recv() => return Err(Failure::silent(signal_exit_code(sig))),
+    };
+    tokio::select! {
+        s = session(&client, g, trace) => s,
+        sig = signals.recv() => Err(Failure::silent(signal_exit_code(sig))),
     }
 }
 

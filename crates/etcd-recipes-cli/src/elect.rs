@@ -7,7 +7,7 @@ use etcd_recipes::{Election, Session};
 use futures::StreamExt;
 
 use crate::cli::{ElectArgs, GlobalArgs};
-use crate::connect::{close_session, connect, session};
+use crate::connect::{close_session, start};
 use crate::failure::{EXIT_LOST, EXIT_OK, Failure, explain, signal_exit_code};
 use crate::hold::{Lost, lost};
 use crate::signals::{self, Signals};
@@ -25,14 +25,7 @@ pub(crate) async fn run(
     trace: &CliTrace,
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
-    let client = tokio::select! {
-        c = connect(g) => c?,
-        sig = signals.recv() => return Err(Failure::silent(signal_exit_code(sig))),
-    };
-    let session = tokio::select! {
-        s = session(&client, g, trace) => s?,
-        sig = signals.recv() => return Err(Failure::silent(signal_exit_code(sig))),
-    };
+    let session = start(g, trace, signals).await?;
     let election = match Election::new(&session, &args.name) {
         Ok(e) => e.with_tracer(trace.recipes()),
         Err(e) => {

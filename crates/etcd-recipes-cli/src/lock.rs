@@ -8,7 +8,7 @@ use etcd_wire::{Client, GetOptions, SortOrder, SortTarget};
 
 use crate::child::{Cmd, exit_code, terminal_delivers_sigint};
 use crate::cli::{GlobalArgs, LockArgs};
-use crate::connect::{close_session, connect, session};
+use crate::connect::{close_session, start};
 use crate::duration::format_duration;
 use crate::failure::{EXIT_ERROR, EXIT_LOCKED, EXIT_LOST, EXIT_OK, Failure, explain, signal_exit_code};
 use crate::hold::{Lost, lost};
@@ -36,14 +36,7 @@ pub(crate) async fn run(
     trace: &CliTrace,
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
-    let client = tokio::select! {
-        c = connect(g) => c?,
-        sig = signals.recv() => return Err(Failure::silent(signal_exit_code(sig))),
-    };
-    let session = tokio::select! {
-        s = session(&client, g, trace) => s?,
-        sig = signals.recv() => return Err(Failure::silent(signal_exit_code(sig))),
-    };
+    let session = start(g, trace, signals).await?;
     let strategy = Strategy::from(args.strategy);
     let doing = format!("acquiring lock {:?}", args.name);
     let guard = match acquire(args, strategy, &session, trace, signals).await {
@@ -51,7 +44,7 @@ pub(crate) async fn run(
         Err(why) => {
             let holder = match &why {
                 NotAcquired::Failed(Error::Locked) | NotAcquired::TimedOut(_) => {
-                    holder(&client, strategy, &args.name).await
+                    holder(session.client(), strategy, &args.name).await
                 }
                 _ => String::new(),
             };
