@@ -8,8 +8,11 @@
 //!
 //! 1. Registering a lease sends `LeaseKeepAliveRequest { id }` at once; `lease_keep_alive` returns
 //!    when the first `LeaseKeepAliveResponse` for that id arrives.
-//! 2. An answer `{ id, ttl > 0 }` sets the lease's deadline to now + ttl and schedules the next
-//!    request for now + ttl/3. A request still unanswered after ttl/3 is sent again.
+//! 2. An answer `{ id, ttl > 0 }` sets the lease's deadline to *the send time of the request it
+//!    answers* + ttl, and schedules the next request for that send time + ttl/3. Counting from the
+//!    send, not the arrival, keeps the client's deadline at or before the server's: the server
+//!    started the TTL when it handled the request, after we sent it. A request still unanswered
+//!    after ttl/3 is sent again.
 //! 3. An answer with `ttl ≤ 0` means the lease is gone (expired or revoked): its owners see
 //!    [`LeaseLost::Expired`] and it is no longer sent.
 //! 4. When the stream fails, ends, or answers nothing for `clamp(ttl/3, 1 s, 5 s)` while requests
@@ -22,7 +25,7 @@
 //!    the remaining handles see [`LeaseLost::ClientClosed`]. While no lease is registered the
 //!    stream is closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -104,7 +107,7 @@ impl std::fmt::Display for LeaseLost {
 pub struct KeepAlive {
     id: i64,
     reg: u64,
-    state: watch::Receiver<State>,
+    status: KeepAliveStatus,
     cmds: mpsc::UnboundedSender<Command>,
 }
 
@@ -116,7 +119,59 @@ impl KeepAlive {
 
     /// The TTL, in seconds, of the server's latest keep-alive answer (not updated after loss).
     pub fn ttl(&self) -> i64 {
+        self.status.ttl()
+    }
+
+    /// The instant before which the lease provably still exists: the send time of the latest
+    /// answered keep-alive plus the TTL that answer granted. See [`KeepAliveStatus::deadline`].
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.status.deadline()
+    }
+
+    /// Whether the lease has been lost; [`lost`](Self::lost) says why.
+    pub fn is_lost(&self) -> bool {
+        self.status.is_lost()
+    }
+
+    /// Resolves when the lease is lost, with the reason. Cancel-safe; any number of callers may
+    /// wait at once.
+    pub async fn lost(&self) -> LeaseLost {
+        self.status.lost().await
+    }
+
+    /// A view of this lease's keep-alive state that does not itself keep the lease alive.
+    pub fn status(&self) -> KeepAliveStatus {
+        self.status.clone()
+    }
+
+    /// Stops keeping the lease alive for this handle (same as dropping it). Does not revoke.
+    pub fn stop(self) {}
+}
+
+/// What the client knows of a kept-alive lease, from [`KeepAlive::status`]. Cheap to clone; unlike
+/// the [`KeepAlive`] handle it does not keep the lease alive. Once every handle for the lease is
+/// dropped, the status reports the lease lost ([`LeaseLost::ClientClosed`] if no other reason).
+#[derive(Debug, Clone)]
+pub struct KeepAliveStatus {
+    state: watch::Receiver<State>,
+}
+
+impl KeepAliveStatus {
+    /// The TTL, in seconds, of the server's latest keep-alive answer (not updated after loss).
+    pub fn ttl(&self) -> i64 {
         self.state.borrow().ttl
+    }
+
+    /// The instant before which the lease provably still exists: the send time of the latest
+    /// answered keep-alive plus the TTL that answer granted. The server starts that TTL when it
+    /// handles the request, which is after we sent it, so (clocks running at the same rate) the
+    /// lease cannot expire before this instant. `None` once the lease is lost.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        let state = self.state.borrow();
+        if state.lost.is_some() || self.state.has_changed().is_err() {
+            return None;
+        }
+        state.deadline.map(Instant::into_std)
     }
 
     /// Whether the lease has been lost; [`lost`](Self::lost) says why.
@@ -132,9 +187,6 @@ impl KeepAlive {
         let lost = rx.borrow().lost;
         lost.unwrap_or(LeaseLost::ClientClosed)
     }
-
-    /// Stops keeping the lease alive for this handle (same as dropping it). Does not revoke.
-    pub fn stop(self) {}
 }
 
 impl Drop for KeepAlive {
@@ -249,9 +301,9 @@ impl Client {
         let cmds = hub.sender(&self.inner);
         let reg = hub.next_reg.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(State::default());
-        let handle = KeepAlive { id, reg, state: rx, cmds };
+        let handle = KeepAlive { id, reg, status: KeepAliveStatus { state: rx }, cmds };
         handle.cmds.send(Command::Register { id, reg, state: tx }).map_err(|_| stopped())?;
-        let mut rx = handle.state.clone();
+        let mut rx = handle.status.state.clone();
         let first = async move { rx.wait_for(|s| s.ttl > 0 || s.lost.is_some()).await.map(|s| s.clone()) };
         let state = match self.inner.options.request_timeout {
             Some(after) => tokio::time::timeout(after, first).await.map_err(|_| Error::Timeout { after })?,
@@ -269,10 +321,11 @@ fn stopped() -> Error {
     Error::Unavailable { status: Box::new(Status::unavailable("the lease keep-alive task has stopped")) }
 }
 
-/// What a handle sees: the latest TTL and, once lost, why.
+/// What a handle sees: the latest TTL, the deadline it implies and, once lost, why.
 #[derive(Debug, Clone, Default)]
 struct State {
     ttl: i64,
+    deadline: Option<Instant>,
     lost: Option<LeaseLost>,
 }
 
@@ -320,9 +373,12 @@ struct Lease {
     regs: HashMap<u64, watch::Sender<State>>,
     /// Latest TTL the server answered; 0 before the first answer.
     ttl: i64,
-    /// Last answer + TTL; `None` before the first answer.
+    /// Send time of the latest answered request + TTL; `None` before the first answer.
     deadline: Option<Instant>,
     next_send: Instant,
+    /// Send times of this lease's requests on the current stream not answered yet, oldest first
+    /// (the server answers a stream's requests in order).
+    sent: VecDeque<Instant>,
 }
 
 /// The current stream.
@@ -395,9 +451,10 @@ impl Task {
                     ttl: 0,
                     deadline: None,
                     next_send: Instant::now(),
+                    sent: VecDeque::new(),
                 });
                 if lease.ttl > 0 {
-                    state.send_replace(State { ttl: lease.ttl, lost: None });
+                    state.send_replace(State { ttl: lease.ttl, deadline: lease.deadline, lost: None });
                 }
                 lease.regs.insert(reg, state);
             }
@@ -423,11 +480,16 @@ impl Task {
         if answer.ttl <= 0 {
             return self.end(answer.id, LeaseLost::Expired);
         }
+        // The answer is for this lease's oldest unanswered request; the server started the TTL
+        // after that request was sent, so counting from the send never overestimates the lease.
+        let sent = lease.sent.pop_front().unwrap_or(now).min(now);
+        let deadline = sent + secs(answer.ttl);
         lease.ttl = answer.ttl;
-        lease.deadline = Some(now + secs(answer.ttl));
-        lease.next_send = now + secs(answer.ttl) / 3;
+        lease.deadline = Some(lease.deadline.map_or(deadline, |d| d.max(deadline)));
+        lease.next_send = sent + secs(answer.ttl) / 3;
+        let (ttl, deadline) = (lease.ttl, lease.deadline);
         for state in lease.regs.values() {
-            state.send_if_modified(|s| std::mem::replace(&mut s.ttl, answer.ttl) != answer.ttl);
+            state.send_modify(|s| (s.ttl, s.deadline) = (ttl, deadline));
         }
     }
 
@@ -447,6 +509,7 @@ impl Task {
                 .boxed();
         for lease in self.leases.values_mut() {
             lease.next_send = now;
+            lease.sent.clear();
         }
         let generation = meta.generation;
         self.link = Some(Link { answers, tx, member, generation, outstanding: 0, progress: now });
@@ -488,6 +551,7 @@ impl Task {
                 link.progress = now;
             }
             link.outstanding += 1;
+            lease.sent.push_back(now);
             lease.next_send = now + if lease.ttl > 0 { secs(lease.ttl) / 3 } else { Duration::from_secs(1) };
         }
         if broken {

@@ -57,7 +57,7 @@ pub use kv::{
     DeleteOptions, DeleteResponse, GetOptions, GetResponse, KeyValue, PutOptions, PutResponse, ResponseHeader,
     SortOrder, SortTarget,
 };
-pub use lease::{KeepAlive, LeaseGrantResponse, LeaseLost, LeaseTimeToLive};
+pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrantResponse, LeaseLost, LeaseTimeToLive};
 pub use lock::LockResponse;
 pub use maintenance::{Alarm, AlarmKind, AlarmResponse, HashKvResponse, SnapshotStream, StatusResponse};
 pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
