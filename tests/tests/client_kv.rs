@@ -220,3 +220,27 @@ async fn many_calls_in_flight_on_one_client() -> Result<()> {
     assert_eq!(c.get("par/", GetOptions::new().with_prefix().with_count_only()).await?.count, 256);
     Ok(())
 }
+
+/// etcd before 3.5.5 panics when a read-only Txn is cancelled while the server reads
+/// (etcd-io/etcd#14110: "unexpected error during txn"). Callers drop futures all the time (a
+/// `timeout`, a `select!`), so the client must never let that cancellation reach the server: a
+/// read-only Txn, once sent, runs to its end. Hundreds of read-only Txns abandoned at every stage
+/// leave the member serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_read_only_txns_never_crash_the_server() -> Result<()> {
+    let etcd = single()?;
+    let c = connect(&etcd).await?;
+    let value = "v".repeat(200);
+    for i in 0..500 {
+        c.put(format!("ro/{i:04}"), value.clone(), PutOptions::new()).await?;
+    }
+    let read = || Txn::new().and_then([TxnOp::get("ro/", GetOptions::new().with_prefix())]);
+    for i in 0..400u64 {
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(i * 37 % 4000), c.txn(read())).await;
+    }
+    let after = c.txn(read()).await;
+    let log = etcd.log_tail(0, 5);
+    assert!(after.is_ok(), "the member stopped serving: {after:?}\n{log}");
+    assert_eq!(after?.gets().next().map(|g| g.count), Some(500));
+    Ok(())
+}

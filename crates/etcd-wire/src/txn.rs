@@ -105,6 +105,16 @@ impl Compare {
         &self.key
     }
 
+    /// The field compared, with the value it is compared against.
+    pub fn target(&self) -> &CompareTarget {
+        &self.target
+    }
+
+    /// How the field is compared.
+    pub fn op(&self) -> CompareOp {
+        self.op
+    }
+
     fn to_pb(&self, ns: &Namespace) -> Result<pb::Compare> {
         if self.key.is_empty() {
             return Err(Error::invalid("empty key in compare"));
@@ -286,16 +296,48 @@ impl TxnResponse {
 impl Client {
     /// Runs a transaction. A transaction that only reads is retried like a get; one that writes
     /// only when it provably never left.
+    ///
+    /// A read-only transaction, once sent, always runs to its end: dropping this future (or the
+    /// request timeout firing) only stops waiting for it. etcd before 3.5.5 panics when the
+    /// context of a read-only Txn is cancelled while the server reads (etcd-io/etcd#14110), and a
+    /// dropped gRPC call cancels it. So the call runs in a task of its own, without a deadline the
+    /// server could see, and the request timeout is applied to waiting for that task.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let req = txn.to_pb(&self.ns)?;
-        let idem = if txn.is_read_only() { Idempotency::ReadOnly } else { Idempotency::Write };
-        let resp = self
-            .unary("Txn", idem, |ch, meta| {
-                let req = req.clone();
-                async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).txn(meta.request(req)).await }
-            })
-            .await?;
+        if !txn.is_read_only() {
+            let resp = self.txn_pb(req, Idempotency::Write, self.options().request_timeout).await?;
+            return Ok(TxnResponse::from_pb(resp, &self.ns));
+        }
+        let client = self.clone();
+        let call = tokio::spawn(async move { client.txn_pb(req, Idempotency::ReadOnly, None).await });
+        let resp = match self.options().request_timeout {
+            Some(after) => tokio::time::timeout(after, call).await.map_err(|_| Error::Timeout { after })?,
+            None => call.await,
+        };
+        let resp = match resp {
+            Ok(resp) => resp?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the runtime is shutting down.
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    status: Box::new(tonic::Status::unavailable("the runtime is shutting down")),
+                });
+            }
+        };
         Ok(TxnResponse::from_pb(resp, &self.ns))
+    }
+
+    async fn txn_pb(
+        &self,
+        req: pb::TxnRequest,
+        idem: Idempotency,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::TxnResponse> {
+        self.unary_with("Txn", idem, timeout, |ch, meta| {
+            let req = req.clone();
+            async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).txn(meta.request(req)).await }
+        })
+        .await
     }
 }
 
