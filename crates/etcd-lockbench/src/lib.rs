@@ -134,7 +134,7 @@ pub async fn recipe_contenders(
             Clients::Separate => Client::connect(endpoints, options.clone()).await?,
         };
         let session = Session::builder(&client).ttl(ttl).build().await?;
-        let lock = strategy.new_lock(&session, name, counters.tracer())?;
+        let lock = strategy.new_traced_lock(&session, name, counters.tracer())?;
         out.push(Box::new(RecipeContender { lock, held: None, _session: session }));
     }
     Ok((out, counters))

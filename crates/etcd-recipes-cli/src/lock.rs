@@ -89,7 +89,7 @@ async fn acquire(
     trace: &CliTrace,
     signals: &mut Signals,
 ) -> Result<LockGuard, NotAcquired> {
-    let lock = strategy.new_lock(session, &args.name, trace.recipes()).map_err(NotAcquired::Failed)?;
+    let lock = strategy.new_traced_lock(session, &args.name, trace.recipes()).map_err(NotAcquired::Failed)?;
     let attempt = async { if args.try_lock { lock.try_lock().await } else { lock.lock().await } };
     let deadline = async {
         match args.timeout {

@@ -38,9 +38,24 @@ pub enum Error {
     /// The request was rejected before any RPC: empty name, TTL ≤ 0, ...
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// An error from etcd or the transport.
+    /// The lock or leadership can no longer be trusted; from [`LockGuard::while_held`](crate::LockGuard::while_held).
+    #[error("lock lost: {0}")]
+    LockLost(crate::Lost),
+    /// An error from etcd or the transport. A lease the recipe relies on being gone is never
+    /// reported here: it is [`Error::SessionExpired`].
     #[error(transparent)]
-    Etcd(#[from] etcd_wire::Error),
+    Etcd(etcd_wire::Error),
+}
+
+impl From<etcd_wire::Error> for Error {
+    /// A lease not found means the session (or the lock's own lease) is over: every recipe reports
+    /// that as [`Error::SessionExpired`], whichever call noticed it.
+    fn from(e: etcd_wire::Error) -> Self {
+        match e {
+            etcd_wire::Error::LeaseNotFound { .. } => Error::SessionExpired,
+            e => Error::Etcd(e),
+        }
+    }
 }
 
 impl Error {

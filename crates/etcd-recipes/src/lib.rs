@@ -16,10 +16,27 @@
 //! of its file. Every lock hands out a [`LockGuard`] whose [`fencing_token`](LockGuard::fencing_token)
 //! and [`txn`](LockGuard::txn) keep a holder that lost its lock from writing.
 //!
+//! # Guarantees
+//! - **A guard is a proof of ownership.** It owns its session (the lease lives while the guard
+//!   does); [`valid_until`](LockGuard::valid_until) is the instant before which the lock is provably
+//!   still ours, [`lost`](LockGuard::lost) resolves when it can no longer be trusted, and
+//!   [`while_held`](LockGuard::while_held) runs work only until then.
+//! - **One holder per session and name.** Tasks sharing a session exclude each other for every
+//!   strategy, as tasks in different sessions do; dropping a guard and locking again at once waits
+//!   for the dropped guard's release to land. Locks are therefore not re-entrant.
+//! - **Nothing is left behind.** A dropped `lock()`/`campaign()`/wait removes its key; a request
+//!   whose answer never arrives leaves no key on a live lease (its cleanup was armed before it was
+//!   sent); a cancelled `unlock()` or `resign()` still happens, in the background.
+//! - **Every strategy ends the same way.** A waiter whose lease is gone fails with
+//!   [`Error::SessionExpired`] (never a raw `LeaseNotFound`); a blocker that is no lock key (it has
+//!   no lease) fails the wait with [`Error::ForeignKey`].
+//!
+//! `tests/RELIABILITY.md` in the repository shows each of these tested against real etcd.
+//!
 //! ```no_run
 //! # async fn demo() -> etcd_recipes::Result<()> {
 //! use etcd_recipes::{Mutex, Session};
-//! use etcd_wire::{Client, ClientOptions, PutOptions, TxnOp};
+//! use etcd_recipes::etcd_wire::{Client, ClientOptions, PutOptions, TxnOp};
 //!
 //! let client = Client::connect(["127.0.0.1:2379"], ClientOptions::default()).await?;
 //! let session = Session::new(&client).await?;
@@ -33,8 +50,10 @@
 //! ```
 
 mod barrier;
+mod cleanup;
 mod election;
 mod error;
+mod held;
 mod line;
 mod lock;
 mod mutex;
@@ -49,8 +68,11 @@ mod ttl_lock;
 mod wait;
 
 pub use barrier::{Barrier, DoubleBarrier};
-pub use election::{Election, Leadership};
+pub use election::{Election, ElectionObserver, Leadership};
 pub use error::{Error, Result};
+/// The client these recipes run on, re-exported so `guard.txn()` users need no second dependency.
+pub use etcd_wire;
+pub use held::Lost;
 pub use lock::{DistributedLock, LockGuard, Strategy};
 pub use mutex::Mutex;
 pub use naive::NaiveLock;

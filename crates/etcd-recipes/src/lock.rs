@@ -6,15 +6,19 @@
 //! that has lost the lock (paused past its TTL, partitioned) is refused by etcd instead of landing.
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
+use std::time::Instant;
 
 use bytes::Bytes;
-use etcd_wire::{Client, Compare, CompareOp, Txn};
+use etcd_wire::{Compare, KeepAlive, Txn};
 use futures::future::BoxFuture;
 
+use crate::cleanup::Cleanup;
 use crate::error::{Error, Result};
+use crate::held::{Held, Lost};
 use crate::session::Session;
-use crate::trace::{OpStats, Tracer};
+use crate::trace::{OpStats, OpTrace, Tracer};
 
 /// The lock strategies, for choosing one at run time (benches, CLI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,13 +50,16 @@ impl Strategy {
 
     /// A lock of this strategy on `name`, bound to `session` (the lease TTL lock uses the
     /// session's client and TTL, with a lease of its own per acquisition).
-    pub fn new_lock(self, session: &Session, name: &str, tracer: Tracer) -> Result<Box<dyn DistributedLock>> {
+    pub fn new_lock(self, session: &Session, name: &str) -> Result<Box<dyn DistributedLock>> {
+        self.new_traced_lock(session, name, Tracer::default())
+    }
+
+    /// [`new_lock`](Self::new_lock), reporting every step to `tracer`.
+    pub fn new_traced_lock(self, session: &Session, name: &str, tracer: Tracer) -> Result<Box<dyn DistributedLock>> {
         Ok(match self {
             Strategy::Mutex => Box::new(crate::Mutex::new(session, name)?.with_tracer(tracer)),
             Strategy::Naive => Box::new(crate::NaiveLock::new(session, name)?.with_tracer(tracer)),
-            Strategy::LeaseTtl => Box::new(
-                crate::LeaseTtlLock::new(session.client(), name, session.ttl().as_secs() as i64)?.with_tracer(tracer),
-            ),
+            Strategy::LeaseTtl => Box::new(crate::LeaseTtlLock::new(session, name)?.with_tracer(tracer)),
             Strategy::Rpc => Box::new(crate::RpcLock::new(session, name)?.with_tracer(tracer)),
         })
     }
@@ -85,60 +92,66 @@ pub trait DistributedLock: Send + Sync + fmt::Debug {
     fn try_lock(&self) -> BoxFuture<'_, Result<LockGuard>>;
 }
 
-/// How a guard gives its lock back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Release {
-    /// `Txn If(CreateRevision(key) == token) Then Delete(key)`: never deletes a newer holder's key.
-    FencedDelete,
-    /// `LeaseRevoke(lease)`: the key goes with its lease.
-    RevokeLease,
-}
-
-/// A held lock. [`unlock`](Self::unlock) releases it; dropping the guard releases it too, in the
-/// background (best effort, needs a Tokio runtime), so a panicking holder does not keep it until
-/// its lease expires.
+/// A held lock: the proof of ownership every strategy hands out.
+///
+/// - It owns its [`Session`], so the lease stays alive while the guard lives, even if every other
+///   handle was dropped.
+/// - [`txn`](Self::txn) and [`fencing_token`](Self::fencing_token) keep a holder that lost the lock
+///   from writing; [`valid_until`](Self::valid_until), [`lost`](Self::lost) and
+///   [`while_held`](Self::while_held) tell how long it can be trusted.
+/// - [`unlock`](Self::unlock) releases it. Dropping the guard releases it too, in the background
+///   (needs a Tokio runtime), so a panicking holder does not keep it until its lease expires; the
+///   same session's next `lock()` on the name waits for that release. A cancelled `unlock()` still
+///   releases, the same way.
 #[must_use = "dropping the guard releases the lock"]
 pub struct LockGuard {
-    pub(crate) client: Client,
-    pub(crate) key: Bytes,
-    pub(crate) revision: i64,
-    pub(crate) lease: i64,
-    pub(crate) release: Release,
-    pub(crate) stats: OpStats,
-    pub(crate) tracer: Tracer,
-    pub(crate) recipe: &'static str,
-    pub(crate) released: bool,
+    held: Held,
+    release: Cleanup,
+    stats: OpStats,
+    recipe: &'static str,
     /// The lease TTL lock keeps its own lease alive for as long as the guard lives.
-    #[expect(dead_code, reason = "held for its Drop: the lease is refreshed while the guard lives")]
-    pub(crate) keep_alive: Option<etcd_wire::KeepAlive>,
+    _keep_alive: Option<KeepAlive>,
 }
 
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
             .field("recipe", &self.recipe)
-            .field("key", &String::from_utf8_lossy(&self.key))
-            .field("fencing_token", &self.revision)
-            .field("lease", &format_args!("{:x}", self.lease))
+            .field("key", &String::from_utf8_lossy(&self.held.key))
+            .field("fencing_token", &self.held.revision)
+            .field("lease", &format_args!("{:x}", self.held.lease_id()))
             .finish()
     }
 }
 
 impl LockGuard {
+    /// The one way a guard is made: `held` is the key and revision just seen at the front, and
+    /// `release` (armed, holding the session slot) gives it back.
+    pub(crate) fn new(held: Held, release: Cleanup, op: &OpTrace, keep_alive: Option<KeepAlive>) -> Self {
+        op.note(|| format!("acquired with fencing token {}", held.revision));
+        let release = release.traced(op.tracer(), op.recipe());
+        LockGuard { held, release, stats: op.finish(), recipe: op.recipe(), _keep_alive: keep_alive }
+    }
+
     /// The lock key (without the client's namespace).
     pub fn key(&self) -> &Bytes {
-        &self.key
+        &self.held.key
     }
 
     /// The lock key's create revision: unique per acquisition and increasing, for fencing writes
     /// in other systems too (pass it along; refuse anything carrying a smaller one).
     pub fn fencing_token(&self) -> i64 {
-        self.revision
+        self.held.revision
     }
 
     /// The lease the lock key is bound to.
     pub fn lease_id(&self) -> i64 {
-        self.lease
+        self.held.lease_id()
+    }
+
+    /// The session the lock was taken with (the guard keeps it alive).
+    pub fn session(&self) -> &Session {
+        &self.held.session
     }
 
     /// RPCs, watches and watch events the acquisition took, and how long it waited.
@@ -148,66 +161,65 @@ impl LockGuard {
 
     /// A compare that holds exactly while this guard's lock is held, for the caller's own Txns.
     pub fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.key.clone(), CompareOp::Equal, self.revision)
+        self.held.is_owner()
     }
 
     /// A Txn that already carries [`is_owner`](Self::is_owner): its `and_then` ops apply only
     /// while the lock is held, so a write from a holder that lost the lock never lands.
     pub fn txn(&self) -> Txn {
-        Txn::new().when([self.is_owner()])
+        self.held.txn()
+    }
+
+    /// The instant (monotonic clock) before which the lock is provably still ours, unless somebody
+    /// deletes its key: the send time of the lease's latest answered keep-alive, plus the TTL it
+    /// granted, minus the session's [safety margin](crate::SessionBuilder::safety_margin). Work
+    /// that must not outlive the lock should finish before it (or use [`while_held`](Self::while_held)).
+    /// `None` once the lease is known lost.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.held.valid_until()
+    }
+
+    /// Resolves when the lock can no longer be trusted: its lease ended, its key was deleted, or
+    /// [`valid_until`](Self::valid_until) passed with no fresher keep-alive answer. Cancel-safe;
+    /// opens one watch on the key while it waits.
+    pub async fn lost(&self) -> Lost {
+        self.held.lost().await
+    }
+
+    /// Runs `work` only while the lock is held: cancels it (drops the future) the moment
+    /// [`lost`](Self::lost) fires, and fails with [`Error::LockLost`]. Writes to etcd inside should
+    /// still go through [`txn`](Self::txn): cancelling a future cannot recall a request in flight.
+    pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output> {
+        self.held.while_held(work).await
     }
 
     /// Releases the lock. Fails with [`Error::NotOwner`] when the lock was already gone (the
-    /// session expired, or the key was deleted), in which case nothing is deleted.
-    pub async fn unlock(mut self) -> Result<()> {
-        self.released = true;
-        release(&self.client, &self.key, self.revision, self.lease, self.release, &self.tracer, self.recipe).await
+    /// session expired, or the key was deleted), in which case nothing is deleted. If this future
+    /// is dropped before it finishes, the release still happens in the background.
+    pub async fn unlock(self) -> Result<()> {
+        let LockGuard { held, release, recipe, .. } = self;
+        if release.release("unlock").await? {
+            return Ok(());
+        }
+        Err(Error::NotOwner(format!(
+            "{recipe} lock key {} (revision {}) was already gone",
+            String::from_utf8_lossy(&held.key),
+            held.revision
+        )))
     }
 }
 
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        let (client, key, rev, lease, how) =
-            (self.client.clone(), self.key.clone(), self.revision, self.lease, self.release);
-        let (tracer, recipe) = (self.tracer.clone(), self.recipe);
-        rt.spawn(async move {
-            if let Err(e) = release(&client, &key, rev, lease, how, &tracer, recipe).await {
-                tracing::debug!(error = %e, "releasing a dropped lock guard failed");
-            }
-        });
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn release(
-    client: &Client,
-    key: &Bytes,
-    revision: i64,
-    lease: i64,
-    how: Release,
-    tracer: &Tracer,
-    recipe: &'static str,
-) -> Result<()> {
-    let mut op = tracer.op(recipe, "unlock");
-    match how {
-        Release::FencedDelete => {
-            if !crate::line::delete_fenced(client, key, revision, &mut op).await? {
-                return Err(Error::NotOwner(format!(
-                    "lock key {} (revision {revision}) was already gone",
-                    String::from_utf8_lossy(key)
-                )));
-            }
+    #[test]
+    fn strategies_parse_from_their_names_and_nothing_else() {
+        for st in Strategy::ALL {
+            assert_eq!(st.name().parse::<Strategy>().ok(), Some(st));
+            assert_eq!(format!(" {} ", st.name().to_uppercase()).parse::<Strategy>().ok(), Some(st));
         }
-        Release::RevokeLease => match op.rpc("LeaseRevoke", key, client.lease_revoke(lease)).await {
-            Ok(_) => {}
-            Err(etcd_wire::Error::LeaseNotFound { .. }) => {
-                return Err(Error::NotOwner(format!("the lease {lease:x} holding the lock had already ended")));
-            }
-            Err(e) => return Err(e.into()),
-        },
+        assert!(matches!("zookeeper".parse::<Strategy>(), Err(Error::InvalidArgument(_))));
+        assert!(matches!("".parse::<Strategy>(), Err(Error::InvalidArgument(_))));
     }
-    Ok(())
 }

@@ -16,19 +16,25 @@
 //!
 //! Faults of the reference this avoids: a waiter whose session ends fails at once with
 //! `SessionExpired` (etcd #19597); `lock` never succeeds once our key is gone (etcd #9921,
-//! #11456); a dropped `lock` future removes its key, and a failed `try_lock` leaves none.
+//! #11456); a dropped `lock` future removes its key, and a failed `try_lock` leaves none; two
+//! tasks sharing a session never both hold the lock, and a guard dropped just before the next
+//! `lock()` is released before that lock joins the line (Go's shared key makes both unsafe).
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
-use crate::line::{Place, join, my_key, wait_front};
-use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
+use crate::line::{join, my_key};
+use crate::lock::{DistributedLock, LockGuard, Strategy};
 use crate::session::Session;
-use crate::trace::{OpTrace, Tracer};
+use crate::trace::Tracer;
 use crate::wait::check_name;
 
 /// A distributed mutex on a name, for one session. See the module docs for the algorithm.
+///
+/// Tasks sharing a session exclude each other too: each `lock()` first claims the session's slot
+/// for the key (see [`Session`]), so locking again right after dropping a guard waits for that
+/// guard's release instead of racing it.
 #[derive(Debug, Clone)]
 pub struct Mutex {
     session: Session,
@@ -56,43 +62,28 @@ impl Mutex {
 
     /// Waits until the lock is held.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("mutex", "lock");
-        let mut place = join(&self.session, &self.prefix, Bytes::new(), &mut op).await?;
-        wait_front(&self.session, &self.prefix, &mut place, &mut op).await?;
-        op.note(|| format!("acquired with fencing token {}", place.revision));
-        Ok(self.guard(place, &op))
+        let mut op = self.tracer.op(self.session.client(), "mutex", "lock");
+        let key = self.key();
+        let slot = self.session.claim(&key).await?;
+        let mut place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
+        place.wait_front(&mut op).await?;
+        Ok(place.into_guard(&op))
     }
 
     /// Takes the lock if it is free; otherwise removes our key and fails with [`Error::Locked`].
+    /// Also [`Error::Locked`] while another task of this session holds it.
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("mutex", "try_lock");
-        let mut place = join(&self.session, &self.prefix, Bytes::new(), &mut op).await?;
-        if place.predecessor.is_none() {
-            return Ok(self.guard(place, &op));
+        let mut op = self.tracer.op(self.session.client(), "mutex", "try_lock");
+        let key = self.key();
+        let slot = self.session.try_claim(&key).ok_or(Error::Locked)?;
+        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
+        if place.is_front() {
+            return Ok(place.into_guard(&op));
         }
-        if let Some(own) = place.own.take() {
-            own.remove(&mut op).await?;
-        }
+        place.leave(&mut op).await?;
         Err(Error::Locked)
     }
-
-    fn guard(&self, mut place: Place, op: &OpTrace) -> LockGuard {
-        place.keep();
-        LockGuard {
-            client: place.client.clone(),
-            key: place.key.clone(),
-            revision: place.revision,
-            lease: self.session.lease_id(),
-            release: Release::FencedDelete,
-            stats: op.finish(),
-            tracer: self.tracer.clone(),
-            recipe: "mutex",
-            released: false,
-            keep_alive: None,
-        }
-    }
 }
-
 impl DistributedLock for Mutex {
     fn strategy(&self) -> Strategy {
         Strategy::Mutex

@@ -6,20 +6,26 @@
 //! - lock: `Txn If(CreateRevision(name) == 0) Then Put(name, lease) Else Range(name)`. On Else,
 //!   wait for that holder's key to be deleted (watch from now, `Range` to close the gap; see
 //!   `wait.rs`), then try the Txn again. With N waiters, each release costs N Txns and N watch
-//!   events, of which one wins.
+//!   events, of which one wins. A holder on our own lease is our own key, left by an attempt whose
+//!   answer was lost and whose cleanup has not landed: we take it, as Go's Mutex takes its key.
 //! - unlock: `Txn If(CreateRevision(name) == mine) Then Delete(name)`.
 //!
-//! The key is bound to the session's lease, so a crashed holder releases the lock at its TTL.
+//! The key is bound to the session's lease, so a crashed holder releases the lock at its TTL. The
+//! cleanup of an attempt is armed before its Txn is sent (`If(Lease(name) == ours) Then
+//! Delete(name)`), so an attempt whose answer never arrives leaves no key.
 
 use bytes::Bytes;
 use etcd_wire::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use futures::future::BoxFuture;
 
+use crate::cleanup::{Action, Cleanup};
 use crate::error::{Error, Result};
-use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
-use crate::session::Session;
+use crate::held::Held;
+use crate::line::check_blocker;
+use crate::lock::{DistributedLock, LockGuard, Strategy};
+use crate::session::{Session, Slot};
 use crate::trace::{OpTrace, Tracer};
-use crate::wait::{check_name, wait_deleted};
+use crate::wait::{Stop, check_name, wait_deleted};
 
 /// The naive create-or-watch lock on one key. See the module docs.
 #[derive(Debug, Clone)]
@@ -44,14 +50,15 @@ impl NaiveLock {
 
     /// Waits until the lock is held, retrying after every release.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("naive", "lock");
+        let mut op = self.tracer.op(self.session.client(), "naive", "lock");
+        let mut slot = Some(self.session.claim(&self.key).await?);
         loop {
-            match self.attempt(&mut op).await? {
+            match self.attempt(slot, &mut op).await? {
                 Ok(guard) => return Ok(guard),
-                Err(holder_rev) => {
+                Err((holder_rev, back)) => {
+                    slot = back;
                     op.note(|| format!("held (create revision {holder_rev}); waiting for its delete"));
-                    wait_deleted(self.session.client(), &self.key, holder_rev, None, Some(&self.session), &mut op)
-                        .await?;
+                    wait_deleted(&self.key, holder_rev, Stop::session(&self.session), &mut op).await?;
                 }
             }
         }
@@ -59,41 +66,38 @@ impl NaiveLock {
 
     /// Takes the lock if the key is absent, else fails with [`Error::Locked`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("naive", "try_lock");
-        self.attempt(&mut op).await?.map_err(|_| Error::Locked)
+        let mut op = self.tracer.op(self.session.client(), "naive", "try_lock");
+        let slot = self.session.try_claim(&self.key).ok_or(Error::Locked)?;
+        self.attempt(Some(slot), &mut op).await?.map_err(|_| Error::Locked)
     }
 
-    /// One Txn: the guard, or the holder's create revision.
-    async fn attempt(&self, op: &mut OpTrace) -> Result<Result<LockGuard, i64>> {
+    /// One Txn: the guard, or the holder's create revision (and the slot back).
+    async fn attempt(&self, slot: Option<Slot>, op: &mut OpTrace) -> Result<Result<LockGuard, (i64, Option<Slot>)>> {
         self.session.check()?;
-        let client = self.session.client();
+        let (key, lease) = (self.key.clone(), self.session.lease_id());
+        let mut cleanup = Cleanup::arm(op, Action::DeleteIfLease { key: key.clone(), lease }).with_slot(slot);
         let txn = Txn::new()
-            .when([Compare::create_revision(self.key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                self.key.clone(),
-                Bytes::new(),
-                PutOptions::new().with_lease(self.session.lease_id()),
-            )])
-            .or_else([TxnOp::get(self.key.clone(), GetOptions::new().with_keys_only())]);
-        let resp = op.rpc("Txn", &self.key, client.txn(txn)).await.map_err(crate::line::lease_gone)?;
-        if !resp.succeeded {
-            // If the holder vanished between the compare and now, revision 0 makes the wait return at once.
-            let holder = crate::line::check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))?
-                .map_or(0, |kv| kv.create_revision);
-            return Ok(Err(holder));
-        }
-        Ok(Ok(LockGuard {
-            client: client.clone(),
-            key: self.key.clone(),
-            revision: resp.header.revision,
-            lease: self.session.lease_id(),
-            release: Release::FencedDelete,
-            stats: op.finish(),
-            tracer: self.tracer.clone(),
-            recipe: "naive",
-            released: false,
-            keep_alive: None,
-        }))
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), Bytes::new(), PutOptions::new().with_lease(lease))])
+            .or_else([TxnOp::get(key.clone(), GetOptions::new().with_keys_only())]);
+        let resp = op.txn("Txn", &key, txn).await?;
+        let revision = if resp.succeeded {
+            resp.header.revision
+        } else {
+            match check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))? {
+                Some(holder) if holder.lease == lease => {
+                    op.note(|| "the holder is our own lease: an earlier attempt's key, taken over".to_owned());
+                    holder.create_revision
+                }
+                // If the holder vanished between the compare and now, revision 0 makes the wait
+                // return at once.
+                holder => {
+                    return Ok(Err((holder.map_or(0, |kv| kv.create_revision), cleanup.disarm())));
+                }
+            }
+        };
+        cleanup.set(Action::FencedDelete { key: key.clone(), revision });
+        Ok(Ok(LockGuard::new(Held::new(&self.session, key, revision), cleanup, op, None)))
     }
 }
 

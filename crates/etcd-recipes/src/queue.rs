@@ -16,7 +16,9 @@
 //!   the race for an item looks again. An empty queue: watch `<key>/` for PUTs (from now, see
 //!   `wait.rs`), `Range` again to close the gap, and look again after each put.
 //!
-//! Dropping a `dequeue` future while it waits takes nothing. The claim is atomic, so no item is
+//! An enqueue whose answer never arrives removes its item again (the cleanup is armed before the
+//! Txn is sent, and the item's name is unique), so an enqueue that failed left nothing in the
+//! queue, unless a consumer already took it. Dropping a `dequeue` future while it waits takes nothing. The claim is atomic, so no item is
 //! handed out twice; but an item whose claim succeeded is gone even if the answer is lost on the
 //! way back (a dropped future, a broken connection): delivery is at most once.
 
@@ -27,13 +29,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use etcd_wire::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
-    Watcher,
 };
-use futures::StreamExt;
 
+use crate::cleanup::{Action, Cleanup};
 use crate::error::Result;
 use crate::trace::{OpTrace, Tracer};
-use crate::wait::check_name;
+use crate::wait::{Stop, Wait, check_name};
 
 /// A FIFO queue under a key prefix. See the module docs for the algorithm.
 #[derive(Debug, Clone)]
@@ -58,14 +59,14 @@ impl Queue {
 
     /// Appends `value` to the queue.
     pub async fn enqueue(&self, value: impl Into<Bytes>) -> Result<()> {
-        let mut op = self.tracer.op("queue", "enqueue");
-        put_item(&self.client, &self.prefix, value.into(), &mut op).await
+        let mut op = self.tracer.op(&self.client, "queue", "enqueue");
+        put_item(&self.prefix, value.into(), &mut op).await
     }
 
     /// Takes the oldest item, waiting for one while the queue is empty.
     pub async fn dequeue(&self) -> Result<Bytes> {
-        let mut op = self.tracer.op("queue", "dequeue");
-        take_first(&self.client, &self.prefix, SortTarget::Create, &mut op).await
+        let mut op = self.tracer.op(&self.client, "queue", "dequeue");
+        take_first(&self.prefix, SortTarget::Create, &mut op).await
     }
 }
 
@@ -93,15 +94,15 @@ impl PriorityQueue {
 
     /// Adds `value` with `priority`; 0 comes out first.
     pub async fn enqueue(&self, value: impl Into<Bytes>, priority: u16) -> Result<()> {
-        let mut op = self.tracer.op("priority-queue", "enqueue");
+        let mut op = self.tracer.op(&self.client, "priority-queue", "enqueue");
         let dir = format!("{}{priority:05}/", self.prefix);
-        put_item(&self.client, &dir, value.into(), &mut op).await
+        put_item(&dir, value.into(), &mut op).await
     }
 
     /// Takes the oldest item of the lowest priority number, waiting for one while the queue is empty.
     pub async fn dequeue(&self) -> Result<Bytes> {
-        let mut op = self.tracer.op("priority-queue", "dequeue");
-        take_first(&self.client, &self.prefix, SortTarget::Key, &mut op).await
+        let mut op = self.tracer.op(&self.client, "priority-queue", "dequeue");
+        take_first(&self.prefix, SortTarget::Key, &mut op).await
     }
 }
 
@@ -115,55 +116,46 @@ pub(crate) fn unique_name() -> String {
 }
 
 /// Enqueue: creates `<dir><R>-<unique>` holding `value`.
-async fn put_item(client: &Client, dir: &str, value: Bytes, op: &mut OpTrace) -> Result<()> {
-    let now = op.rpc("Range", dir.as_bytes(), client.get(dir.to_owned(), GetOptions::new().with_count_only())).await?;
+async fn put_item(dir: &str, value: Bytes, op: &mut OpTrace) -> Result<()> {
+    let dir_key = Bytes::from(dir.to_owned());
+    let now = op.get(&dir_key, GetOptions::new().with_count_only()).await?;
     loop {
         let key = Bytes::from(format!("{dir}{:020}-{}", now.header.revision, unique_name()));
+        // The name is unique: if the answer is lost, deleting the name undoes exactly this enqueue.
+        let undo = Cleanup::arm(op, Action::DeleteIfValue { key: key.clone(), value: value.clone() });
         let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
             key.clone(),
             value.clone(),
             PutOptions::new(),
         )]);
-        if op.rpc("Txn", &key, client.txn(txn)).await?.succeeded {
+        let created = op.txn("Txn", &key, txn).await?.succeeded;
+        drop(undo.disarm());
+        if created {
             return Ok(());
         }
     }
 }
 
 /// Dequeue: claims the first item under `prefix` in `order` (ascending), waiting while there is none.
-async fn take_first(client: &Client, prefix: &str, order: SortTarget, op: &mut OpTrace) -> Result<Bytes> {
+async fn take_first(prefix: &str, order: SortTarget, op: &mut OpTrace) -> Result<Bytes> {
+    let prefix = Bytes::from(prefix.to_owned());
     let first = GetOptions::new().with_prefix().with_sort(order, SortOrder::Ascend).with_limit(1);
-    let mut watch: Option<Watcher> = None;
+    // Opened only once the queue is found empty: watch for new items, then look again (that look
+    // finds anything put before the watch started; anything after arrives as an event).
+    let mut wait: Option<Wait<'static>> = None;
     loop {
-        let resp = op.rpc("Range", prefix.as_bytes(), client.get(prefix.to_owned(), first.clone())).await?;
+        let resp = op.get(&prefix, first.clone()).await?;
         if let Some(kv) = resp.kvs.into_iter().next() {
             let claim = Txn::new()
                 .when([Compare::mod_revision(kv.key.clone(), CompareOp::Equal, kv.mod_revision)])
                 .and_then([TxnOp::delete(kv.key.clone(), DeleteOptions::new())]);
-            if op.rpc("Txn", &kv.key, client.txn(claim)).await?.succeeded {
+            if op.txn("Txn", &kv.key, claim).await?.succeeded {
                 return Ok(kv.value);
             }
             op.note(|| format!("{} was taken by another consumer", kv.key_str()));
             continue;
         }
-        match watch.as_mut() {
-            // Empty: watch for new items, then look once more (that look finds anything put
-            // before the watch started; anything after arrives as an event).
-            None => {
-                let w = client.watch(prefix.to_owned(), WatchOptions::new().with_prefix().with_no_delete()).await?;
-                op.watch(prefix.as_bytes(), w.created_revision());
-                watch = Some(w);
-            }
-            Some(w) => match w.next().await {
-                Some(Ok(resp)) => {
-                    for ev in &resp.events {
-                        op.event(&ev.kv.key, false, ev.kv.mod_revision);
-                    }
-                }
-                // The watch could not continue (compaction, a canceled stream): open another.
-                Some(Err(etcd_wire::Error::Compacted { .. })) | None => watch = None,
-                Some(Err(e)) => return Err(e.into()),
-            },
-        }
+        let puts = WatchOptions::new().with_prefix().with_no_delete();
+        wait.get_or_insert_with(|| Wait::new(prefix.clone(), puts, Stop::default())).next(op).await?;
     }
 }

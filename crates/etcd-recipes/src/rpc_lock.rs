@@ -9,7 +9,9 @@
 //!   which returns once held (the server waits with Go's
 //!   `waitDeletes`, watching from a past revision, hence its ~100 ms handoffs), then `Range(key)`
 //!   for the key's create revision, the fencing token (the Lock answer does not carry it).
-//!   Dropping the future cancels the RPC; the server then deletes its waiter key.
+//!   Dropping the future cancels the RPC; the server then deletes its waiter key. Should that
+//!   cancel never reach the server, `Txn If(Lease(key) == ours) Then Delete(key)` removes the key
+//!   (armed before the Lock is sent).
 //! - try_lock: the service has no non-blocking form, so this is [`Mutex::try_lock`](crate::Mutex::try_lock)'s
 //!   single Txn on the same keys.
 //! - unlock: `Txn If(CreateRevision(key) == token) Then Delete(key)`, one RPC like the service's
@@ -20,9 +22,11 @@ use bytes::Bytes;
 use etcd_wire::{GetOptions, SortOrder, SortTarget};
 use futures::future::BoxFuture;
 
+use crate::cleanup::{Action, Cleanup};
 use crate::error::{Error, Result};
-use crate::line::check_blocker;
-use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
+use crate::held::Held;
+use crate::line::{check_blocker, my_key};
+use crate::lock::{DistributedLock, LockGuard, Strategy};
 use crate::session::Session;
 use crate::trace::Tracer;
 use crate::wait::check_name;
@@ -51,45 +55,38 @@ impl RpcLock {
     /// Waits until the server reports the lock held.
     pub async fn lock(&self) -> Result<LockGuard> {
         self.session.check()?;
-        let client = self.session.client();
-        let mut op = self.tracer.op("rpc-lock", "lock");
+        let client = self.session.client().clone();
+        let mut op = self.tracer.op(&client, "rpc-lock", "lock");
         let name = Bytes::from(self.name.clone());
+        let prefix = Bytes::from(format!("{}/", self.name));
+        // The server's waiter key; it is ours to remove if the cancel of the RPC never reaches
+        // the server (the server would go on waiting, then hold the lock for a caller long gone).
+        let key = my_key(&prefix, &self.session);
+        let slot = self.session.claim(&key).await?;
+        let lease = self.session.lease_id();
+        let mut cleanup = Cleanup::arm(&op, Action::DeleteIfLease { key: key.clone(), lease }).with_slot(Some(slot));
         // The server waits on the oldest key under `<name>/` forever; if that key has no lease it
         // is nobody's lock and will never go, so check it alongside (a traced op of its own).
-        let prefix = Bytes::from(format!("{}/", self.name));
-        let mut check_op = self.tracer.op("rpc-lock", "check");
+        let mut check_op = self.tracer.op(&client, "rpc-lock", "check");
         let oldest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
         let check = async {
-            let got = check_op.rpc("Range", &prefix, client.get(prefix.clone(), oldest.with_keys_only())).await?;
+            let got = check_op.get(&prefix, oldest.with_keys_only()).await?;
             check_blocker(got.kvs.into_iter().next()).map(drop)
         };
         let held = tokio::select! {
-            held = op.rpc("Lock", &name, client.lock(name.clone(), self.session.lease_id())) => held?,
+            held = op.rpc("Lock", &name, client.lock(name.clone(), lease)) => held?,
             Err(e) = check => return Err(e),
             _ = self.session.lost() => return Err(Error::SessionExpired),
         };
-        let got = op.rpc("Range", &held.key, client.get(held.key.clone(), GetOptions::new().with_keys_only())).await?;
+        let got = op.get(&held.key, GetOptions::new().with_keys_only()).await?;
         let revision = got.kvs.first().map(|kv| kv.create_revision).ok_or(Error::SessionExpired)?;
-        Ok(LockGuard {
-            client: client.clone(),
-            key: held.key,
-            revision,
-            lease: self.session.lease_id(),
-            release: Release::FencedDelete,
-            stats: op.finish(),
-            tracer: self.tracer.clone(),
-            recipe: "rpc-lock",
-            released: false,
-            keep_alive: None,
-        })
+        cleanup.set(Action::FencedDelete { key: held.key.clone(), revision });
+        Ok(LockGuard::new(Held::new(&self.session, held.key, revision), cleanup, &op, None))
     }
 
     /// Takes the lock if it is free (the Mutex's single Txn), else fails with [`Error::Locked`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let mut guard =
-            crate::Mutex::new(&self.session, &self.name)?.with_tracer(self.tracer.clone()).try_lock().await?;
-        guard.recipe = "rpc-lock";
-        Ok(guard)
+        crate::Mutex::new(&self.session, &self.name)?.with_tracer(self.tracer.clone()).try_lock().await
     }
 }
 

@@ -12,12 +12,30 @@
 //! or was revoked, no keep-alive answer arrived before its deadline, or the session was closed or
 //! orphaned. Recipes check it, so a waiter whose session is gone fails with
 //! [`Error::SessionExpired`] instead of waiting on (etcd #19597).
+//!
+//! [`Session::valid_until`] is the instant before which the lease provably exists: the send time
+//! of the latest answered keep-alive, plus the TTL that answer granted, minus a safety margin for
+//! clock-rate drift ([`SessionBuilder::safety_margin`]).
+//!
+//! # One holder per session and name
+//! A lock is held by a (session, name) pair: Go's key layout gives a session one key per lock
+//! name, so two tasks that share a session and lock the same name would otherwise stand on the
+//! same key. Every lock therefore first claims the session's local slot for its key: tasks sharing
+//! a session queue for it in FIFO order, exactly as tasks in different sessions queue in etcd. A
+//! slot is given back only when the lock is released *in etcd* (a dropped guard's background
+//! release included), so locking again at once never races the previous release.
+//!
+//! The slots belong to one `Session` value and its clones. Two sessions built on the same lease
+//! ([`SessionBuilder::lease`], e.g. a restarted process resuming it) are the same holder to etcd:
+//! keep one such session per lease in a process, or they will share each other's locks.
 
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::{Duration, Instant};
 
-use etcd_wire::{Client, LeaseLost};
-use tokio::sync::{oneshot, watch};
+use bytes::Bytes;
+use etcd_wire::{Client, KeepAliveStatus, LeaseLost};
+use tokio::sync::{OwnedMutexGuard, oneshot, watch};
 
 use crate::error::{Error, Result};
 
@@ -47,10 +65,19 @@ struct Inner {
     client: Client,
     lease: i64,
     ttl: i64,
+    margin: Duration,
+    /// The keep-alive's state (deadline, loss), readable without keeping the lease alive.
+    status: KeepAliveStatus,
     /// Dropping (or sending on) this stops the keep-alive task, which owns the keep-alive handle.
     stop: StdMutex<Option<oneshot::Sender<()>>>,
     end: Arc<watch::Sender<Option<SessionEnd>>>,
+    /// One local slot per lock key: see "One holder per session and name" in the module docs.
+    slots: StdMutex<HashMap<Bytes, Weak<tokio::sync::Mutex<()>>>>,
 }
+
+/// The claim of a session's local slot for one lock key; held by a waiter, then by its guard,
+/// then by the guard's release until etcd confirmed it.
+pub(crate) type Slot = OwnedMutexGuard<()>;
 
 /// Options for [`Session::builder`].
 #[derive(Debug, Clone)]
@@ -59,12 +86,21 @@ pub struct SessionBuilder {
     client: Client,
     ttl: i64,
     lease: Option<i64>,
+    margin: Option<Duration>,
 }
 
 impl SessionBuilder {
     /// The lease TTL in seconds (default 60). Must be positive.
     pub fn ttl(mut self, seconds: i64) -> Self {
         self.ttl = seconds;
+        self
+    }
+
+    /// How much earlier than the lease's provable deadline [`Session::valid_until`] ends, to allow
+    /// for the client's and the server's clocks running at slightly different rates. Default: 2%
+    /// of the TTL, at least 10 ms. Must be shorter than the TTL.
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
         self
     }
 
@@ -92,7 +128,12 @@ impl SessionBuilder {
                 (granted.id, granted.ttl)
             }
         };
+        let margin = self.margin.unwrap_or_else(|| default_margin(ttl));
+        if margin >= Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) {
+            return Err(Error::invalid(format!("safety margin {margin:?} must be shorter than the TTL ({ttl} s)")));
+        }
         let keep_alive = self.client.lease_keep_alive(lease).await?;
+        let status = keep_alive.status();
         let end = Arc::new(watch::channel(None).0);
         let (stop, stopped) = oneshot::channel::<()>();
         // The task owns the keep-alive handle: it ends (and the refreshing with it) when the lease
@@ -106,7 +147,16 @@ impl SessionBuilder {
                 _ = stopped => {}
             }
         });
-        let inner = Inner { client: self.client, lease, ttl, stop: StdMutex::new(Some(stop)), end };
+        let inner = Inner {
+            client: self.client,
+            lease,
+            ttl,
+            margin,
+            status,
+            stop: StdMutex::new(Some(stop)),
+            end,
+            slots: StdMutex::default(),
+        };
         Ok(Session { inner: Arc::new(inner) })
     }
 }
@@ -119,7 +169,7 @@ impl Session {
 
     /// A builder, to set the TTL or adopt an existing lease.
     pub fn builder(client: &Client) -> SessionBuilder {
-        SessionBuilder { client: client.clone(), ttl: DEFAULT_TTL, lease: None }
+        SessionBuilder { client: client.clone(), ttl: DEFAULT_TTL, lease: None, margin: None }
     }
 
     /// The session's lease ID.
@@ -140,6 +190,22 @@ impl Session {
     /// Whether the session has ended; [`lost`](Self::lost) says why.
     pub fn is_lost(&self) -> bool {
         self.inner.end.borrow().is_some()
+    }
+
+    /// The instant (monotonic clock) before which the session's lease provably still exists: the
+    /// send time of the latest answered keep-alive, plus the TTL it granted, minus the safety
+    /// margin. `None` once the session has ended. Every key the session holds lives at least
+    /// until then, unless somebody deletes it.
+    pub fn valid_until(&self) -> Option<Instant> {
+        if self.is_lost() {
+            return None;
+        }
+        self.inner.status.deadline().and_then(|d| d.checked_sub(self.inner.margin))
+    }
+
+    /// The safety margin [`valid_until`](Self::valid_until) subtracts.
+    pub fn safety_margin(&self) -> Duration {
+        self.inner.margin
     }
 
     /// Resolves when the session ends, with the reason. Cancel-safe; many may wait.
@@ -176,6 +242,38 @@ impl Session {
     pub(crate) fn check(&self) -> Result<()> {
         if self.is_lost() { Err(Error::SessionExpired) } else { Ok(()) }
     }
+
+    /// Claims this session's local slot for lock `key`, waiting (FIFO) while another task of the
+    /// session holds it or its release is still on the way. Fails when the session ends first.
+    pub(crate) async fn claim(&self, key: &Bytes) -> Result<Slot> {
+        let slot = self.slot(key);
+        tokio::select! {
+            claimed = slot.lock_owned() => Ok(claimed),
+            _ = self.lost() => Err(Error::SessionExpired),
+        }
+    }
+
+    /// [`claim`](Self::claim) without waiting: `None` while another task of the session holds it.
+    pub(crate) fn try_claim(&self, key: &Bytes) -> Option<Slot> {
+        let slot = self.slot(key);
+        slot.try_lock_owned().ok()
+    }
+
+    fn slot(&self, key: &Bytes) -> Arc<tokio::sync::Mutex<()>> {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get(key).and_then(Weak::upgrade) {
+            return slot;
+        }
+        slots.retain(|_, s| s.strong_count() > 0);
+        let slot = Arc::new(tokio::sync::Mutex::new(()));
+        slots.insert(key.clone(), Arc::downgrade(&slot));
+        slot
+    }
+}
+
+/// 2% of the TTL, at least 10 ms.
+fn default_margin(ttl: i64) -> Duration {
+    (Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) / 50).max(Duration::from_millis(10))
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -10,6 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use etcd_wire::{Client, GetOptions, GetResponse, Txn, TxnResponse, WatchOptions, Watcher};
+
+use crate::error::Result as RecipeResult;
+
 /// Counts for one operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -130,14 +135,25 @@ impl Tracer {
         self.sink.is_some()
     }
 
-    pub(crate) fn op(&self, recipe: &'static str, op: &'static str) -> OpTrace {
-        OpTrace { tracer: self.clone(), recipe, op, start: Instant::now(), stats: OpStats::default() }
+    /// The recorder of one operation of `recipe`, whose RPCs go through `client`.
+    pub(crate) fn op(&self, client: &Client, recipe: &'static str, op: &'static str) -> OpTrace {
+        OpTrace {
+            client: client.clone(),
+            tracer: self.clone(),
+            recipe,
+            op,
+            start: Instant::now(),
+            stats: OpStats::default(),
+        }
     }
 }
 
-/// The recorder of one operation.
+/// The recorder of one operation, and the traced client it talks through: every RPC a recipe
+/// issues goes through [`OpTrace::txn`], [`OpTrace::get`], [`OpTrace::watch`] or [`OpTrace::rpc`],
+/// so it is counted, reported, and its error mapped to the recipes' [`Error`](crate::Error).
 #[derive(Debug)]
 pub(crate) struct OpTrace {
+    client: Client,
     tracer: Tracer,
     recipe: &'static str,
     op: &'static str,
@@ -190,6 +206,41 @@ impl Revisioned for () {
 }
 
 impl OpTrace {
+    /// The client this operation talks through.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Where this operation's events go.
+    pub(crate) fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// The recipe this operation belongs to.
+    pub(crate) fn recipe(&self) -> &'static str {
+        self.recipe
+    }
+
+    /// One traced Txn; `label` names it in traces (`Txn`, `Txn(check)`, ...).
+    pub(crate) async fn txn(&mut self, label: &'static str, key: &[u8], txn: Txn) -> RecipeResult<TxnResponse> {
+        let client = self.client.clone();
+        Ok(self.rpc(label, key, client.txn(txn)).await?)
+    }
+
+    /// One traced Range.
+    pub(crate) async fn get(&mut self, key: &Bytes, options: GetOptions) -> RecipeResult<GetResponse> {
+        let client = self.client.clone();
+        Ok(self.rpc("Range", key, client.get(key.clone(), options)).await?)
+    }
+
+    /// Opens a watch (a stream message on the client's shared watch stream, not an RPC) and
+    /// records it.
+    pub(crate) async fn watch(&mut self, key: &Bytes, options: WatchOptions) -> RecipeResult<Watcher> {
+        let w = self.client.watch(key.clone(), options).await?;
+        self.watched(key, w.created_revision());
+        Ok(w)
+    }
+
     /// Awaits one RPC, counting and reporting it.
     pub(crate) async fn rpc<T: Revisioned, E: fmt::Display>(
         &mut self,
@@ -212,7 +263,7 @@ impl OpTrace {
     }
 
     /// Records a watch opened on `key`, starting after `revision`.
-    pub(crate) fn watch(&mut self, key: &[u8], revision: i64) {
+    pub(crate) fn watched(&mut self, key: &[u8], revision: i64) {
         self.stats.watches += 1;
         if self.tracer.is_enabled() {
             self.emit(TraceKind::Watch { key: String::from_utf8_lossy(key).into_owned(), revision });
@@ -229,7 +280,7 @@ impl OpTrace {
     }
 
     /// Records a decision; the text is built only when a sink listens.
-    pub(crate) fn note(&mut self, text: impl FnOnce() -> String) {
+    pub(crate) fn note(&self, text: impl FnOnce() -> String) {
         if self.tracer.is_enabled() {
             self.emit(TraceKind::Note(text()));
         }

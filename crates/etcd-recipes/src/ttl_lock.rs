@@ -11,38 +11,58 @@
 //!   holder's delete (watch from now, `Range`; see `wait.rs`) and try again. Like the naive lock,
 //!   every waiter wakes on every release.
 //! - unlock: `LeaseRevoke(lease)`, which deletes the key.
+//!
+//! The lock is built from a [`Session`] like every other strategy: the session provides the
+//! client and the default TTL, and a waiter whose session ends (or whose own lease is lost) fails
+//! with [`Error::SessionExpired`].
 
 use bytes::Bytes;
-use etcd_wire::{Client, Compare, CompareOp, GetOptions, KeepAlive, PutOptions, Txn, TxnOp};
+use etcd_wire::{Compare, CompareOp, GetOptions, KeepAlive, PutOptions, Txn, TxnOp};
 use futures::future::BoxFuture;
 
+use crate::cleanup::{Action, Cleanup};
 use crate::error::{Error, Result};
-use crate::lock::{DistributedLock, LockGuard, Release, Strategy};
+use crate::held::Held;
+use crate::line::check_blocker;
+use crate::lock::{DistributedLock, LockGuard, Strategy};
+use crate::session::Session;
 use crate::trace::{OpTrace, Tracer};
-use crate::wait::{check_name, wait_deleted};
+use crate::wait::{Stop, check_name, wait_deleted};
 
 /// A lock whose key lives on a lease of its own with a TTL. See the module docs.
 #[derive(Debug, Clone)]
 pub struct LeaseTtlLock {
-    client: Client,
+    session: Session,
     key: Bytes,
     ttl: i64,
     tracer: Tracer,
 }
 
+/// A lease granted for one acquisition, kept alive; revoked by `cleanup` unless a guard takes it.
+struct OwnLease {
+    id: i64,
+    keep_alive: KeepAlive,
+    cleanup: Cleanup,
+}
+
 impl LeaseTtlLock {
-    /// A lock on the key `name`, whose holder's lease has `ttl_secs` seconds of TTL.
-    pub fn new(client: &Client, name: &str, ttl_secs: i64) -> Result<LeaseTtlLock> {
+    /// A lock on the key `name`. Each acquisition's lease has the session's TTL (see
+    /// [`with_ttl`](Self::with_ttl)); the session provides the client, and a waiter whose session
+    /// ends fails with [`Error::SessionExpired`] like every other strategy's.
+    pub fn new(session: &Session, name: &str) -> Result<LeaseTtlLock> {
         check_name(name)?;
+        let ttl = i64::try_from(session.ttl().as_secs()).unwrap_or(i64::MAX);
+        Ok(LeaseTtlLock { session: session.clone(), key: Bytes::from(name.to_owned()), ttl, tracer: Tracer::default() })
+    }
+
+    /// The TTL of each acquisition's own lease, in seconds: a crashed holder releases the lock
+    /// this long after its last keep-alive. Fails on `ttl_secs ≤ 0`.
+    pub fn with_ttl(mut self, ttl_secs: i64) -> Result<Self> {
         if ttl_secs <= 0 {
             return Err(Error::invalid(format!("lock TTL must be positive, got {ttl_secs}")));
         }
-        Ok(LeaseTtlLock {
-            client: client.clone(),
-            key: Bytes::from(name.to_owned()),
-            ttl: ttl_secs,
-            tracer: Tracer::default(),
-        })
+        self.ttl = ttl_secs;
+        Ok(self)
     }
 
     /// Reports every step to `tracer`.
@@ -53,17 +73,18 @@ impl LeaseTtlLock {
 
     /// Waits until the lock is held.
     pub async fn lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("lease-ttl", "lock");
-        let lease = self.grant(&mut op).await?;
+        let mut op = self.tracer.op(self.session.client(), "lease-ttl", "lock");
+        let slot = self.session.claim(&self.key).await?;
+        let mut lease = self.grant(&mut op).await?;
+        lease.cleanup = lease.cleanup.with_slot(Some(slot));
         loop {
             match self.attempt(&lease, &mut op).await? {
                 Ok(revision) => return Ok(self.guard(lease, revision, &op)),
                 Err(holder_rev) => {
                     op.note(|| format!("held (create revision {holder_rev}); waiting for its delete"));
-                    wait_deleted(&self.client, &self.key, holder_rev, None, None, &mut op).await?;
-                    if lease.keep_alive.as_ref().is_none_or(|k| k.is_lost()) {
-                        return Err(Error::SessionExpired);
-                    }
+                    let status = lease.keep_alive.status();
+                    let stop = Stop { session: Some(&self.session), lease: Some(&status), own: None };
+                    wait_deleted(&self.key, holder_rev, stop, &mut op).await?;
                 }
             }
         }
@@ -71,25 +92,27 @@ impl LeaseTtlLock {
 
     /// Takes the lock if it is free, else revokes the fresh lease and fails with [`Error::Locked`].
     pub async fn try_lock(&self) -> Result<LockGuard> {
-        let mut op = self.tracer.op("lease-ttl", "try_lock");
+        let mut op = self.tracer.op(self.session.client(), "lease-ttl", "try_lock");
+        let slot = self.session.try_claim(&self.key).ok_or(Error::Locked)?;
         let mut lease = self.grant(&mut op).await?;
+        lease.cleanup = lease.cleanup.with_slot(Some(slot));
         match self.attempt(&lease, &mut op).await? {
             Ok(revision) => Ok(self.guard(lease, revision, &op)),
             Err(_) => {
-                lease.revoke_on_drop = false;
-                op.rpc("LeaseRevoke", &self.key, self.client.lease_revoke(lease.id)).await?;
+                lease.cleanup.run(&mut op).await?;
                 Err(Error::Locked)
             }
         }
     }
 
     async fn grant(&self, op: &mut OpTrace) -> Result<OwnLease> {
-        let granted = op.rpc("LeaseGrant", &self.key, self.client.lease_grant(self.ttl, None)).await?;
-        let mut lease =
-            OwnLease { client: self.client.clone(), id: granted.id, keep_alive: None, revoke_on_drop: true };
-        // Should this fail, dropping `lease` revokes it.
-        lease.keep_alive = Some(self.client.lease_keep_alive(granted.id).await?);
-        Ok(lease)
+        self.session.check()?;
+        let client = op.client().clone();
+        let granted = op.rpc("LeaseGrant", &self.key, client.lease_grant(self.ttl, None)).await?;
+        // Should anything below fail, dropping the cleanup revokes the lease.
+        let cleanup = Cleanup::arm(op, Action::Revoke { lease: granted.id });
+        let keep_alive = client.lease_keep_alive(granted.id).await?;
+        Ok(OwnLease { id: granted.id, keep_alive, cleanup })
     }
 
     /// One Txn: `Ok(our key's revision)` when the lock is ours, else `Err(the holder's create revision)`.
@@ -98,51 +121,19 @@ impl LeaseTtlLock {
             .when([Compare::create_revision(self.key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(self.key.clone(), Bytes::new(), PutOptions::new().with_lease(lease.id))])
             .or_else([TxnOp::get(self.key.clone(), GetOptions::new().with_keys_only())]);
-        let resp = op.rpc("Txn", &self.key, self.client.txn(txn)).await?;
+        let resp = op.txn("Txn", &self.key, txn).await?;
         if resp.succeeded {
             return Ok(Ok(resp.header.revision));
         }
-        Ok(Err(crate::line::check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))?
-            .map_or(0, |kv| kv.create_revision)))
+        Ok(Err(
+            check_blocker(resp.gets().next().and_then(|g| g.kvs.first().cloned()))?.map_or(0, |kv| kv.create_revision)
+        ))
     }
 
-    fn guard(&self, mut lease: OwnLease, revision: i64, op: &OpTrace) -> LockGuard {
-        lease.revoke_on_drop = false;
-        LockGuard {
-            client: self.client.clone(),
-            key: self.key.clone(),
-            revision,
-            lease: lease.id,
-            release: Release::RevokeLease,
-            stats: op.finish(),
-            tracer: self.tracer.clone(),
-            recipe: "lease-ttl",
-            released: false,
-            keep_alive: lease.keep_alive.take(),
-        }
-    }
-}
-
-/// A lease granted for one acquisition; revoked on drop unless a guard took it over.
-struct OwnLease {
-    client: Client,
-    id: i64,
-    keep_alive: Option<KeepAlive>,
-    revoke_on_drop: bool,
-}
-
-impl Drop for OwnLease {
-    fn drop(&mut self) {
-        if !self.revoke_on_drop {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        let (client, id) = (self.client.clone(), self.id);
-        rt.spawn(async move {
-            if let Err(e) = client.lease_revoke(id).await {
-                tracing::debug!(error = %e, "revoking an abandoned lock lease failed");
-            }
-        });
+    fn guard(&self, lease: OwnLease, revision: i64, op: &OpTrace) -> LockGuard {
+        let mut held = Held::new(&self.session, self.key.clone(), revision);
+        held.own_lease = Some((lease.id, lease.keep_alive.status()));
+        LockGuard::new(held, lease.cleanup, op, Some(lease.keep_alive))
     }
 }
 

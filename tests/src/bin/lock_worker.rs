@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use etcd_recipes::{Session, Strategy, Tracer};
+use etcd_recipes::{Session, Strategy};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, TxnOp};
 
 #[tokio::main]
@@ -24,7 +24,7 @@ async fn main() -> Result<()> {
     let strategy: Strategy = strategy.parse()?;
     let client = Client::connect(endpoints.split(','), ClientOptions::default()).await?;
     let session = Session::builder(&client).ttl(ttl).build().await?;
-    let lock = strategy.new_lock(&session, name, Tracer::default())?;
+    let lock = strategy.new_lock(&session, name)?;
     let counter = format!("{name}-counter");
     match mode.as_str() {
         "count" => {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_recipes::{DistributedLock, Election, Error, Session, Tracer};
+use etcd_recipes::{DistributedLock, Election, Error, Session};
 use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, ops_prefix};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tokio::time::{Instant, sleep, timeout};
@@ -90,14 +90,14 @@ async fn lock_loop(
 ) -> Result<()> {
     let counter = counter_key(&cfg.name);
     let ops_dir = ops_prefix(&cfg.name);
-    let mut lock: Box<dyn DistributedLock> = cfg.strategy.new_lock(&session, &cfg.name, Tracer::default())?;
+    let mut lock: Box<dyn DistributedLock> = cfg.strategy.new_lock(&session, &cfg.name)?;
     let mut op = 0u64;
     while Instant::now() < deadline && cfg.max_ops.is_none_or(|max| op < max) && !cfg.stop_requested() {
         if session.is_lost() {
             session.orphan();
             let Some(s) = new_session(client, cfg, deadline, false).await else { break };
             session = s;
-            lock = cfg.strategy.new_lock(&session, &cfg.name, Tracer::default())?;
+            lock = cfg.strategy.new_lock(&session, &cfg.name)?;
         }
         let wait = WAIT_LIMIT.min(deadline.saturating_duration_since(Instant::now()));
         let guard = match timeout(wait, lock.lock()).await {
