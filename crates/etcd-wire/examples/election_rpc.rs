@@ -2,7 +2,7 @@
 //! proclamation, and a hand-over when the first leader resigns.
 //!
 //! ```text
-//! ETCD_ENDPOINTS=127.0.0.1:2379 cargo run -p etcd-wire --example election
+//! ETCD_ENDPOINTS=127.0.0.1:2379 cargo run -p etcd-wire --example election_rpc
 //! ```
 //! `ETCD_ENDPOINTS` is a comma-separated list; it defaults to `127.0.0.1:2379`.
 
