@@ -49,6 +49,20 @@ where
     }
 }
 
+/// A gauge or counter from a member's Prometheus endpoint (served on the client URL), e.g.
+/// `etcd_debugging_mvcc_watcher_total`: what the server sees, for tests that must not trust the
+/// client's own account.
+pub fn metric(url: &str, name: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).context("no such metric")?;
+    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+}
+
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -2,7 +2,6 @@
 //! fragments, many watchers on one stream, cancel, compaction, and exactly-once resume across a
 //! member restart, a member losing its leader, and dropped connections.
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use etcd_harness::{ClusterConfig, EtcdCluster, TcpProxy};
-use etcd_tests::{channel, eventually, single, three};
+use etcd_tests::{channel, eventually, metric, single, three};
 use etcd_wire::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, watch_client::WatchClient, watch_request};
 use etcd_wire::{
     Client, ClientOptions, DeleteOptions, Error, Event, EventKind, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
@@ -202,17 +201,6 @@ async fn large_revisions_arrive_whole_with_or_without_fragments() -> Result<()> 
         assert!(r.events.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == value(b'a'))));
     }
     Ok(())
-}
-
-/// A gauge from the member's Prometheus endpoint (served on the client URL).
-fn metric(url: &str, name: &str) -> Result<f64> {
-    let addr = url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr)?;
-    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).context("no such metric")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
 }
 
 #[tokio::test]

@@ -106,13 +106,20 @@ async fn test_mutex_try_lock_multi_node() -> Result<()> {
 
 #[tokio::test]
 async fn test_mutex_session_relock() -> Result<()> {
+    // Go's TestMutexSessionRelock expects a second Lock() of the same session to return at once
+    // with the same key: two holders of one lock. Here a lock is held by a (session, name) pair,
+    // so the second lock of the same session waits for the first guard like anyone else.
     let etcd = single()?;
     let c = connect(&etcd.endpoints()).await?;
     let session = Session::new(&c).await?;
     let first = Mutex::new(&session, "test-mutex")?.lock().await?;
-    let second = tokio::time::timeout(Duration::from_secs(5), Mutex::new(&session, "test-mutex")?.lock()).await??;
-    assert_eq!(first.key(), second.key(), "the same session reuses its key");
-    assert_eq!(first.fencing_token(), second.fencing_token());
+    let again = Mutex::new(&session, "test-mutex")?;
+    assert!(matches!(again.try_lock().await, Err(Error::Locked)), "a second holder in the same session");
+    let token = first.fencing_token();
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(10), again.lock()).await??;
+    assert_eq!(keys(&c, "test-mutex/").await?, vec![String::from_utf8_lossy(second.key()).into_owned()]);
+    assert!(second.fencing_token() > token, "a new acquisition, not the first one's key");
     Ok(())
 }
 

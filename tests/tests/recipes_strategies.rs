@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use etcd_recipes::{Session, Strategy, Tracer};
+use etcd_recipes::{Session, Strategy};
 use etcd_tests::single;
 use etcd_wire::{Client, ClientOptions, GetOptions};
 
@@ -30,7 +30,7 @@ async fn hundred_tasks(strategy: Strategy) -> Result<()> {
         let (client, counter) = (client.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
             let session = Session::new(&client).await?;
-            let lock = strategy.new_lock(&session, "counter-lock", Tracer::default())?;
+            let lock = strategy.new_lock(&session, "counter-lock")?;
             let guard = lock.lock().await?;
             let seen = counter.load(Ordering::SeqCst);
             tokio::task::yield_now().await;
@@ -113,7 +113,7 @@ async fn three_clients(strategy: Strategy) -> Result<()> {
         let (client, busy) = (connect(&etcd).await?, busy.clone());
         tasks.push(tokio::spawn(async move {
             let session = Session::new(&client).await?;
-            let lock = strategy.new_lock(&session, "turns", Tracer::default())?;
+            let lock = strategy.new_lock(&session, "turns")?;
             let mut tokens = Vec::new();
             for _ in 0..3 {
                 let guard = lock.lock().await?;
@@ -169,7 +169,7 @@ async fn crashed_holder(strategy: Strategy) -> Result<()> {
     let lease = lease.with_context(|| format!("unexpected holder output {line:?}"))?;
 
     let session = Session::builder(&client).ttl(10).build().await?;
-    let lock = strategy.new_lock(&session, "crash", Tracer::default())?;
+    let lock = strategy.new_lock(&session, "crash")?;
     assert!(lock.try_lock().await.is_err(), "{strategy}: the holder holds the lock");
 
     holder.kill()?;

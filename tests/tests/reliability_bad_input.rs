@@ -14,10 +14,12 @@ use anyhow::{Context, Result, bail};
 use etcd_harness::{ClientTls, ClusterConfig, EtcdCluster, TcpProxy};
 use etcd_recipes::{
     Barrier, DoubleBarrier, Election, Error as RecipeError, LeaseTtlLock, Mutex, NaiveLock, PriorityQueue, Queue,
-    RpcLock, RwMutex, Session, Strategy, Tracer,
+    RpcLock, RwMutex, Session, Strategy,
 };
 use etcd_tests::single;
-use etcd_wire::{Client, ClientOptions, Error as WireError, GetOptions, PutOptions, TlsOptions, TxnOp, WatchOptions};
+use etcd_wire::{
+    Client, ClientOptions, DeleteOptions, Error as WireError, GetOptions, PutOptions, TlsOptions, TxnOp, WatchOptions,
+};
 use futures::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
@@ -109,7 +111,7 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
     // Empty lock names and prefixes: rejected before any RPC.
     for st in Strategy::ALL {
         let call = format!("Strategy::{st:?}.new_lock(&session, \"\")");
-        case!(t, &c, "bad/", "empty lock name", &call, "InvalidArgument", st.new_lock(&s, "", Tracer::default()));
+        case!(t, &c, "bad/", "empty lock name", &call, "InvalidArgument", st.new_lock(&s, ""));
     }
     case!(t, &c, "bad/", "empty lock name", "Mutex::new(&s, \"\")", "InvalidArgument", Mutex::new(&s, ""));
     case!(t, &c, "bad/", "empty lock name", "NaiveLock::new(&s, \"\")", "InvalidArgument", NaiveLock::new(&s, ""));
@@ -120,9 +122,9 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         &c,
         "bad/",
         "empty lock name",
-        "LeaseTtlLock::new(&c, \"\", 5)",
+        "LeaseTtlLock::new(&s, \"\")",
         "InvalidArgument",
-        LeaseTtlLock::new(&c, "", 5)
+        LeaseTtlLock::new(&s, "")
     );
     case!(t, &c, "bad/", "empty election name", "Election::new(&s, \"\")", "InvalidArgument", Election::new(&s, ""));
     case!(t, &c, "bad/", "empty prefix", "Barrier::new(&c, \"\")", "InvalidArgument", Barrier::new(&c, ""));
@@ -160,8 +162,8 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
     for ttl in [0, -5] {
         let call = format!("Session::builder(&c).ttl({ttl}).build()");
         case!(t, &c, "bad/", "session TTL <= 0", &call, "InvalidArgument", Session::builder(&c).ttl(ttl).build().await);
-        let call = format!("LeaseTtlLock::new(&c, \"bad/l\", {ttl})");
-        case!(t, &c, "bad/", "lock TTL <= 0", &call, "InvalidArgument", LeaseTtlLock::new(&c, "bad/l", ttl));
+        let call = format!("LeaseTtlLock::new(&s, \"bad/l\")?.with_ttl({ttl})");
+        case!(t, &c, "bad/", "lock TTL <= 0", &call, "InvalidArgument", LeaseTtlLock::new(&s, "bad/l")?.with_ttl(ttl));
         let call = format!("client.lease_grant({ttl}, None)");
         case!(t, &c, "bad/", "lease TTL <= 0", &call, "InvalidArgument", c.lease_grant(ttl, None).await);
     }
@@ -257,7 +259,7 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         (Strategy::Naive, "bad/plainkey"),
         (Strategy::LeaseTtl, "bad/plainkey"),
     ] {
-        let lock = st.new_lock(&s, name, Tracer::default())?;
+        let lock = st.new_lock(&s, name)?;
         let snap = snapshot(&c, "bad/").await?;
         let r = lock.try_lock().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -285,11 +287,21 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         );
     }
 
-    // Unlock twice: a session locking a Mutex twice holds one key through two guards.
+    // Lock twice in one session: the second waits for the first (a lock is held by a session and
+    // name, not re-entrant), so try_lock says Locked and writes nothing.
     let m = Mutex::new(&s, "bad/twice")?;
-    let (g1, g2) = (m.lock().await?, m.lock().await?);
-    let r = g1.unlock().await;
-    t.row("unlock twice", "guard.unlock() (first)", outcome(&r), r.is_ok());
+    let g1 = m.lock().await?;
+    case!(
+        t,
+        &c,
+        "bad/",
+        "lock twice",
+        "Mutex try_lock() while the same session holds it",
+        "Locked",
+        m.try_lock().await
+    );
+    // A stale guard: its key was deleted behind its back and another session holds the lock now.
+    c.delete(g1.key().clone(), DeleteOptions::new()).await?;
     let other = Session::new(&c).await?;
     let newer = Mutex::new(&other, "bad/twice")?.lock().await?;
     let newer_key = String::from_utf8_lossy(newer.key()).into_owned();
@@ -297,14 +309,14 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         t,
         &c,
         "bad/twice/",
-        "unlock twice",
-        "guard.unlock() (second, another session holds it now)",
+        "unlock a stale guard",
+        "Mutex guard.unlock() after its key was deleted and another session took the lock",
         "NotOwner",
-        g2.unlock().await
+        g1.unlock().await
     );
     let still = c.get(newer_key.clone(), GetOptions::new().with_count_only()).await?.count == 1;
     t.row(
-        "unlock twice",
+        "unlock a stale guard",
         "the newer holder's key after that",
         if still { "kept".into() } else { "DELETED".into() },
         still,
@@ -314,23 +326,34 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
     let copy = leader.clone();
     leader.resign().await?;
     case!(t, &c, "bad/", "unlock twice", "leadership.resign() (second)", "NotOwner", copy.resign().await);
-    // The server-side lock, the same way: a stale guard after the session locked again.
+    // The server-side lock, the same way: a stale guard after its key was deleted and another
+    // session took the lock. While the stale guard lives, its session cannot lock the name again
+    // (one holder per session and name), so try_lock says Locked at once.
     let rpc = RpcLock::new(&s, "bad/rpc-twice")?;
-    let (first, stale) = (rpc.lock().await?, rpc.lock().await?);
-    first.unlock().await?;
-    let current = rpc.lock().await?;
+    let stale = rpc.lock().await?;
+    c.delete(stale.key().clone(), DeleteOptions::new()).await?;
+    let current = RpcLock::new(&other, "bad/rpc-twice")?.lock().await?;
     case!(
         t,
         &c,
         "bad/rpc-twice/",
-        "unlock twice",
-        "RpcLock stale guard.unlock() (the session locked again since)",
+        "lock twice",
+        "RpcLock try_lock() while the same session's stale guard lives",
+        "Locked",
+        rpc.try_lock().await
+    );
+    case!(
+        t,
+        &c,
+        "bad/rpc-twice/",
+        "unlock a stale guard",
+        "RpcLock guard.unlock() after its key was deleted and another session took the lock",
         "NotOwner",
         stale.unlock().await
     );
     let kept = c.get(current.key().clone(), GetOptions::new().with_count_only()).await?.count == 1;
     t.row(
-        "unlock twice",
+        "unlock a stale guard",
         "the current RpcLock holder's key after that",
         if kept { "kept".into() } else { "DELETED".into() },
         kept,
@@ -340,18 +363,18 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
     // Unlock after the session closed.
     for st in [Strategy::Mutex, Strategy::Naive, Strategy::Rpc] {
         let closing = Session::new(&c).await?;
-        let g = st.new_lock(&closing, &format!("bad/closed-{st}"), Tracer::default())?.lock().await?;
+        let g = st.new_lock(&closing, &format!("bad/closed-{st}"))?.lock().await?;
         closing.close().await?;
         let call = format!("{st:?} guard.unlock() after session.close()");
         case!(t, &c, "bad/", "unlock after the session closed", &call, "NotOwner", g.unlock().await);
         let call = format!("{st:?} lock() after session.close()");
-        let lock = st.new_lock(&closing, &format!("bad/closed-{st}"), Tracer::default())?;
+        let lock = st.new_lock(&closing, &format!("bad/closed-{st}"))?;
         case!(t, &c, "bad/", "lock after the session closed", &call, "SessionExpired", lock.lock().await);
     }
     {
         // The lease TTL lock holds a lease of its own: closing the session does not release it.
         let closing = Session::new(&c).await?;
-        let g = Strategy::LeaseTtl.new_lock(&closing, "bad/closed-lease", Tracer::default())?.lock().await?;
+        let g = Strategy::LeaseTtl.new_lock(&closing, "bad/closed-lease")?.lock().await?;
         closing.close().await?;
         let held = c.get("bad/closed-lease", GetOptions::new().with_count_only()).await?.count == 1;
         let r = g.unlock().await;

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use etcd_recipes::{Barrier, DoubleBarrier, Election, Queue, Session, Strategy, Tracer};
+use etcd_recipes::{Barrier, DoubleBarrier, Election, Queue, Session, Strategy};
 use etcd_tests::{eventually, single};
 use etcd_wire::{Client, ClientOptions, GetOptions};
 use proptest::prelude::{Just, prop_oneof};
@@ -93,7 +93,7 @@ async fn run_step(client: &Client, i: usize, s: Step) -> Result<()> {
         Wait::Lock(strategy) => {
             let (hs, ws) = (session(client).await?, session(client).await?);
             let name = format!("{dir}lock");
-            let held = strategy.new_lock(&hs, &name, Tracer::default())?.lock().await?;
+            let held = strategy.new_lock(&hs, &name)?.lock().await?;
             let held_key = String::from_utf8_lossy(held.key()).into_owned();
             let releaser = tokio::spawn(async move {
                 match release {
@@ -105,7 +105,7 @@ async fn run_step(client: &Client, i: usize, s: Step) -> Result<()> {
                     None => Ok(Some(held)),
                 }
             });
-            let waiter = strategy.new_lock(&ws, &name, Tracer::default())?;
+            let waiter = strategy.new_lock(&ws, &name)?;
             if let Some(got) = drop_after(s.drop_ms, waiter.lock()).await {
                 // Acquired before the drop point: dropping the guard releases it in the background.
                 drop(got.context("lock() failed")?);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use etcd_harness::TcpProxy;
-use etcd_recipes::{Error, RpcLock, Session, Strategy, Tracer};
+use etcd_recipes::{Error, RpcLock, Session, Strategy};
 use etcd_tests::single;
 use etcd_wire::{Client, ClientOptions, DeleteOptions, GetOptions, PutOptions};
 
@@ -28,19 +28,24 @@ async fn rpc_lock_unlock_after_the_session_closed_is_not_owner() -> Result<()> {
     Ok(())
 }
 
-/// A stale guard of the server-side lock (the same session locked twice, so two guards share one
-/// key) unlocks with a plain `Unlock(key)`: after the key was released and taken again, the stale
-/// unlock answers `Ok(())` and deletes the newer incarnation, so the current holder silently loses
-/// the lock (etcd #22082, which the Mutex's fenced unlock avoids).
+/// A stale guard of the server-side lock (its key deleted, then taken again by the same session:
+/// same key, new incarnation) unlocked with a plain `Unlock(key)`: the stale unlock answered
+/// `Ok(())` and deleted the newer incarnation, so the current holder silently lost the lock (etcd
+/// #22082, which the Mutex's fenced unlock avoids).
 #[tokio::test]
 async fn rpc_lock_stale_unlock_is_not_owner_and_spares_the_newer_incarnation() -> Result<()> {
     let etcd = single()?;
     let c = connect(&etcd).await?;
     let s = Session::new(&c).await?;
     let lock = RpcLock::new(&s, "rpc-twice")?;
-    let (first, stale) = (lock.lock().await?, lock.lock().await?);
-    first.unlock().await?;
-    let current = lock.lock().await?;
+    // A session holds one lock per name at a time, so the stale guard is made the other way: its
+    // key is deleted behind its back, and the same lease locks again through a second session
+    // that adopted it (a restarted process resuming its lease): same key, new revision.
+    let stale = lock.lock().await?;
+    c.delete(stale.key().clone(), DeleteOptions::new()).await?;
+    let resumed = Session::builder(&c).lease(s.lease_id()).build().await?;
+    let current = RpcLock::new(&resumed, "rpc-twice")?.lock().await?;
+    ensure!(current.key() == stale.key(), "the same lease should lock the same key");
     let r = stale.unlock().await;
     let kept = c.get(current.key().clone(), GetOptions::new().with_count_only()).await?.count == 1;
     ensure!(kept, "the stale unlock ({r:?}) deleted the current holder's key");
@@ -82,7 +87,7 @@ async fn a_lock_on_a_plain_key_fails_with_a_typed_error() -> Result<()> {
         (Strategy::Naive, "plainkey"),
         (Strategy::LeaseTtl, "plainkey"),
     ] {
-        let lock = st.new_lock(&s, name, Tracer::default())?;
+        let lock = st.new_lock(&s, name)?;
         match tokio::time::timeout(Duration::from_secs(5), lock.lock()).await {
             Ok(Err(_)) => {}
             Ok(Ok(_)) => waited.push(format!("{st}: acquired over a plain key")),

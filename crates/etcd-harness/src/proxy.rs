@@ -27,6 +27,9 @@ const CHUNK: usize = 64 * 1024;
 ///   byte is forwarded in either direction; bytes already read are held (not lost) and delivered
 ///   when the blackhole is lifted, like TCP after a partition heals.
 /// * [`set_delay`](Self::set_delay): latency added before forwarding each chunk, both directions.
+/// * [`set_reply_delay`](Self::set_reply_delay): latency added to the upstream's answers only, so a
+///   request reaches the server at once and its answer arrives late: an *unknown outcome* for a
+///   caller whose timeout is shorter.
 /// * [`set_refuse`](Self::set_refuse): close new connections as soon as they are accepted.
 ///
 /// Dropping the proxy stops accepting and closes every connection. Synchronous (`std::thread`);
@@ -59,6 +62,7 @@ struct Shared {
     blackhole: AtomicBool,
     refuse: AtomicBool,
     delay_nanos: AtomicU64,
+    reply_delay_nanos: AtomicU64,
     accepted: AtomicU64,
     conns: Mutex<Vec<Arc<Conn>>>,
 }
@@ -136,6 +140,13 @@ impl TcpProxy {
         self.shared.delay_nanos.store(nanos, Ordering::SeqCst);
     }
 
+    /// Sets the latency added before each chunk forwarded from the upstream to the client only
+    /// (zero for none), on top of [`set_delay`](Self::set_delay).
+    pub fn set_reply_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.reply_delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
     /// While on, new connections are closed as soon as they are accepted.
     pub fn set_refuse(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
@@ -172,8 +183,10 @@ impl Shared {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn delay(&self) -> Duration {
-        Duration::from_nanos(self.delay_nanos.load(Ordering::SeqCst))
+    /// The latency to add before forwarding a chunk in one direction.
+    fn delay(&self, to_client: bool) -> Duration {
+        let reply = if to_client { self.reply_delay_nanos.load(Ordering::SeqCst) } else { 0 };
+        Duration::from_nanos(self.delay_nanos.load(Ordering::SeqCst).saturating_add(reply))
     }
 }
 
@@ -217,15 +230,18 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> io:
         conns.push(conn.clone());
     }
     let up = (client.try_clone()?, server.try_clone()?);
-    for (from, to) in [up, (server, client)] {
+    for ((from, to), to_client) in [(up, false), ((server, client), true)] {
         let (shared, conn) = (shared.clone(), conn.clone());
-        thread::Builder::new().name("tcp-proxy-copy".to_owned()).spawn(move || copy(from, to, &shared, &conn))?;
+        thread::Builder::new()
+            .name("tcp-proxy-copy".to_owned())
+            .spawn(move || copy(from, to, to_client, &shared, &conn))?;
     }
     Ok(())
 }
 
-/// Copies `from` to `to` until either side closes, obeying the controls.
-fn copy(mut from: TcpStream, mut to: TcpStream, shared: &Shared, conn: &Conn) {
+/// Copies `from` to `to` (towards the client if `to_client`) until either side closes, obeying
+/// the controls.
+fn copy(mut from: TcpStream, mut to: TcpStream, to_client: bool, shared: &Shared, conn: &Conn) {
     let mut buf = vec![0u8; CHUNK];
     let live = || !conn.closed.load(Ordering::SeqCst) && !shared.stopped.load(Ordering::SeqCst);
     let wait_while_blackholed = || {
@@ -240,7 +256,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream, shared: &Shared, conn: &Conn) {
             Ok(n) => n,
             Err(_) => break false,
         };
-        let delay = shared.delay();
+        let delay = shared.delay(to_client);
         if !delay.is_zero() {
             thread::sleep(delay);
         }
