@@ -2,12 +2,12 @@
 //! each fault of the reference implementation this crate fixes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
-use etcd_recipes::{Error, Mutex, Session};
-use etcd_tests::{single, three};
+use anyhow::{Result, ensure};
+use etcd_recipes::{Error, Mutex, Session, TraceKind, Tracer};
+use etcd_tests::{eventually, single, three};
 use etcd_wire::{Client, ClientOptions, DeleteOptions, GetOptions, PutOptions, TxnOp};
 
 async fn connect(endpoints: &[String]) -> Result<Client> {
@@ -319,5 +319,54 @@ async fn fault_compaction_while_waiting() -> Result<()> {
     held.unlock().await?;
     let guard = tokio::time::timeout(Duration::from_secs(10), waiter).await???;
     guard.unlock().await?;
+    Ok(())
+}
+
+/// A waiter on a busy cluster (the store revision moving all the time) reads a bounded number of
+/// times while it waits: the hedge against a late watch runs once per watch, not forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_a_busy_cluster_reads_a_bounded_number_of_times() -> Result<()> {
+    let etcd = single()?;
+    let c = connect(&etcd.endpoints()).await?;
+    let holder = Session::new(&c).await?;
+    let guard = Mutex::new(&holder, "busy")?.lock().await?;
+    // Writes elsewhere, all along, so every read sees a revision newer than the waiter's watch.
+    let (writes, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let writer = {
+        let (c, writes, stop) = (c.clone(), Arc::clone(&writes), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                c.put("elsewhere", "x", PutOptions::new()).await?;
+                writes.fetch_add(1, Ordering::SeqCst);
+            }
+            anyhow::Ok(())
+        })
+    };
+    let waiter = Session::new(&c).await?;
+    let rpcs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&rpcs);
+    let tracer = Tracer::new(move |e| {
+        if matches!(e.kind, TraceKind::Rpc { .. }) {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let m = Mutex::new(&waiter, "busy")?.with_tracer(tracer);
+    let waiting = tokio::spawn(async move { m.lock().await.map(drop) });
+    eventually(Duration::from_secs(20), "the waiter in line, and its first read", || async {
+        (keys(&c, "busy/").await.ok()?.len() == 2 && rpcs.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await?;
+    let from = writes.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(60), "300 more writes while the waiter waits", || async {
+        (writes.load(Ordering::SeqCst) >= from + 300).then_some(())
+    })
+    .await?;
+    let during = rpcs.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    writer.await??;
+    guard.unlock().await?;
+    waiting.await??;
+    // Join, the read that closes the watch's gap, and at most three hedge reads.
+    ensure!(during <= 5, "{during} RPCs while waiting behind one holder");
     Ok(())
 }

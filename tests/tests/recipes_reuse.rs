@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use etcd_recipes::{DistributedLock, Error, LockGuard, Mutex, Session, Strategy};
+use etcd_recipes::{DistributedLock, Election, Error, LockGuard, Mutex, Session, Strategy};
 use etcd_tests::single;
 use etcd_wire::{Client, ClientOptions, PutOptions, TxnOp};
 
@@ -192,5 +192,39 @@ async fn tasks_sharing_a_session_exclude_each_other_for_every_strategy() -> Resu
         }
         tally.check(&format!("{strategy}: 4 tasks, one session"))?;
     }
+    Ok(())
+}
+
+/// An election resign cut short (its fenced delete goes on in the background) and a campaign
+/// started at once on the same session: the new leadership must not be the old key that the
+/// pending delete then removes. Every leadership's fenced write lands, and no campaign fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resign_cut_short_and_a_campaign_at_once() -> Result<()> {
+    let etcd = single()?;
+    let client = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+    let session = Session::new(&client).await?;
+    let election = Election::new(&session, "reuse/election")?;
+    let (mut errors, mut refused) = (0, 0);
+    for i in 0..iterations() {
+        let leader = match election.campaign("me").await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("campaign(): {e}");
+                errors += 1;
+                continue;
+            }
+        };
+        let write = leader.txn().and_then([TxnOp::put("reuse/data", "x", PutOptions::new())]);
+        if !client.txn(write).await.is_ok_and(|r| r.succeeded) {
+            refused += 1;
+        }
+        // Cut short after 0 to 2 ms: sometimes before the delete was sent, sometimes after.
+        let _ = tokio::time::timeout(Duration::from_millis((i % 3) as u64), leader.resign()).await;
+    }
+    println!(
+        "resign cut short, then campaign: {} campaigns, {errors} errors, {refused} refused fenced txns",
+        iterations()
+    );
+    ensure!(errors + refused == 0, "{errors} failed campaigns, {refused} refused fenced writes");
     Ok(())
 }

@@ -54,6 +54,9 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// How long one example may run.
+const EXAMPLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Runs every `crates/<crate>/examples/<name>.rs` with `ETCD_ENDPOINTS` pointing at a fresh etcd.
 fn run_examples() -> Result<()> {
     let root = crate::codegen::workspace_root();
@@ -71,15 +74,22 @@ fn run_examples() -> Result<()> {
         }
     }
     examples.sort();
+    // Build them all first, so the per-example time limit below counts only the run.
+    cargo(&["build", "--quiet", "--workspace", "--examples"], None)?;
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for (krate, example) in examples {
         let cluster = EtcdCluster::start(ClusterConfig::default().with_version(EtcdVersion::V3_5_1))?;
         println!("-- {krate} example {example} against {}", cluster.endpoints().join(","));
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        // coreutils `timeout` kills the whole process group (cargo and the example) when an
+        // example hangs, so a stuck example fails CI in minutes instead of at its overall limit.
+        let status = Command::new("timeout")
+            .args(["-k", "5", &EXAMPLE_LIMIT.as_secs().to_string()])
+            .arg(&cargo_bin)
             .args(["run", "--quiet", "-p", &krate, "--example", &example])
             .env("ETCD_ENDPOINTS", cluster.endpoints().join(","))
             .current_dir(&root)
             .status()?;
-        ensure!(status.success(), "example {krate}/{example} failed ({status})");
+        ensure!(status.success(), "example {krate}/{example} failed or ran over {EXAMPLE_LIMIT:?} ({status})");
     }
     Ok(())
 }

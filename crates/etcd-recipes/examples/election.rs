@@ -13,9 +13,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(endpoints.split(','), ClientOptions::default()).await?;
     let (alice, bob) = (Session::new(&client).await?, Session::new(&client).await?);
 
+    // A stream starts observing when first polled, like any Rust stream: from the leader then.
     let mut leaders = Box::pin(Election::new(&alice, "examples/election")?.observe());
     let first = Election::new(&alice, "examples/election")?.campaign("alice").await?;
     println!("alice is leader (fencing token {})", first.fencing_token());
+    if let Some(leader) = leaders.next().await {
+        println!("observed leader: {}", leader?.value_str());
+    }
 
     let election = Election::new(&bob, "examples/election")?;
     let waiting = tokio::spawn(async move { election.campaign("bob").await });
@@ -25,10 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     first.resign().await?;
     let second = waiting.await??;
     println!("bob is leader (fencing token {})", second.fencing_token());
-    for _ in 0..2 {
-        if let Some(leader) = leaders.next().await {
-            println!("observed leader: {}", leader?.value_str());
-        }
+    if let Some(leader) = leaders.next().await {
+        println!("observed leader: {}", leader?.value_str());
     }
     second.resign().await?;
     Ok(())

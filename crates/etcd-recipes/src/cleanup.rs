@@ -88,6 +88,8 @@ pub(crate) struct Cleanup {
     slot: Option<Slot>,
     tracer: Tracer,
     recipe: &'static str,
+    /// The runtime the cleanup was armed on, to run it from `Drop` wherever that happens.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Cleanup {
@@ -100,6 +102,7 @@ impl Cleanup {
             slot: None,
             tracer: Tracer::default(),
             recipe: "cleanup",
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -145,7 +148,10 @@ impl Drop for Cleanup {
         if !self.armed {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let Some(rt) = self.runtime.clone().or_else(|| tokio::runtime::Handle::try_current().ok()) else {
+            tracing::warn!(action = ?self.action, "no Tokio runtime to run a cleanup on; the lease's TTL will remove it");
+            return;
+        };
         let (action, slot) = (self.action.clone(), self.slot.take());
         let mut op = self.tracer.op(&self.client, self.recipe, "cleanup");
         rt.spawn(async move {

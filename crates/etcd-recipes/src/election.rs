@@ -62,7 +62,10 @@ impl Election {
         let value = value.into();
         let mut op = self.tracer.op(self.session.client(), "election", "campaign");
         let key = my_key(&self.prefix, &self.session);
-        let mut place = join(&self.session, key, self.prefix.clone(), value.clone(), None, &mut op).await?;
+        // The session's slot for the key, held while campaigning: a resignation still on its way
+        // (a cancelled `resign()`) lands before we join, so we never adopt the key it deletes.
+        let slot = self.session.claim(&key).await?;
+        let mut place = join(&self.session, key, self.prefix.clone(), value.clone(), Some(slot), &mut op).await?;
         if place.value != value {
             Leadership { held: place.held.clone() }.proclaim(value).await?;
         }
@@ -84,8 +87,9 @@ impl Election {
         self.observer().leader().await
     }
 
-    /// A stream of leaders: the current one (once there is one), then each change of leader or of
-    /// its value, in order. It ends only with an error; drop it to stop observing.
+    /// A stream of leaders: the current one when it is first polled (once there is one), then each
+    /// change of leader or of its value, in order. Like every Rust stream it does nothing until
+    /// polled. It ends only with an error; drop it to stop observing.
     pub fn observe(&self) -> impl Stream<Item = Result<KeyValue>> + Send + use<> {
         self.observer().observe()
     }
@@ -130,8 +134,10 @@ impl ElectionObserver {
         leader(&self.prefix, &mut op).await?.ok_or(Error::NoLeader)
     }
 
-    /// A stream of leaders: the current one (once there is one), then each change of leader or of
-    /// its value, in order. It ends only with an error. Dropping it ends its watch at once.
+    /// A stream of leaders: the current one when it is first polled (once there is one), then each
+    /// change of leader or of its value, in order. Like every Rust stream it does nothing until
+    /// polled (Go's `Observe` starts at once). It ends only with an error. Dropping it ends its
+    /// watch at once.
     pub fn observe(&self) -> impl Stream<Item = Result<KeyValue>> + Send + use<> {
         let observing = Observing {
             op: self.tracer.op(&self.client, "election", "observe"),
@@ -250,8 +256,11 @@ impl Leadership {
     /// before it finishes, the resignation still happens in the background.
     pub async fn resign(self) -> Result<()> {
         let mut op = Tracer::default().op(self.held.session.client(), "election", "resign");
+        // Held until the delete landed, even if this future is dropped: the session's next
+        // campaign waits for it (see `campaign`).
+        let slot = self.held.session.claim(&self.held.key).await?;
         let action = Action::FencedDelete { key: self.held.key.clone(), revision: self.held.revision };
-        if !Cleanup::arm(&op, action).run(&mut op).await? {
+        if !Cleanup::arm(&op, action).with_slot(Some(slot)).run(&mut op).await? {
             return Err(Error::NotOwner("no longer the leader".to_owned()));
         }
         Ok(())

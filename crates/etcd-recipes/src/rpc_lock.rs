@@ -69,9 +69,12 @@ impl RpcLock {
         // is nobody's lock and will never go, so check it alongside (a traced op of its own).
         let mut check_op = self.tracer.op(&client, "rpc-lock", "check");
         let oldest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        // Only a foreign key ends the wait: a failed check read leaves the Lock RPC to go on.
         let check = async {
-            let got = check_op.get(&prefix, oldest.with_keys_only()).await?;
-            check_blocker(got.kvs.into_iter().next()).map(drop)
+            match check_op.get(&prefix, oldest.with_keys_only()).await {
+                Ok(got) => check_blocker(got.kvs.into_iter().next()).map(drop),
+                Err(_) => std::future::pending().await,
+            }
         };
         let held = tokio::select! {
             held = op.rpc("Lock", &name, client.lock(name.clone(), lease)) => held?,

@@ -3,10 +3,9 @@
 //! that crashes stops refreshing, so the lease expires and etcd deletes the key at the TTL.
 //!
 //! In RPCs:
-//! - try_lock: `LeaseGrant(ttl)`, then
-//!   `Txn If(CreateRevision(name) == 0) Then Put(name, lease) Else Range(name)`.
-//!   On Then, the lease joins the client's keep-alive stream. On Else, `LeaseRevoke(lease)` and
-//!   [`Error::Locked`].
+//! - try_lock: `LeaseGrant(ttl)` (the lease joins the client's keep-alive stream at once, and a
+//!   revoke is armed), then `Txn If(CreateRevision(name) == 0) Then Put(name, lease) Else Range(name)`.
+//!   On Else, `LeaseRevoke(lease)` and [`Error::Locked`].
 //! - lock: one `LeaseGrant`, kept alive while waiting; the same Txn, and on Else wait for the
 //!   holder's delete (watch from now, `Range`; see `wait.rs`) and try again. Like the naive lock,
 //!   every waiter wakes on every release.

@@ -103,12 +103,15 @@ pub(crate) struct Wait<'a> {
     watch: Option<Watcher>,
     own: Option<Watcher>,
     hedge: &'static [Duration],
+    /// Whether this watch's hedge was armed already: once per watch, never again after its
+    /// three reads (a busy cluster's revision always moves on).
+    hedged: bool,
 }
 
 impl<'a> Wait<'a> {
     /// A wait on `key` with `options` (no start revision: the watch starts now).
     pub(crate) fn new(key: Bytes, options: WatchOptions, stop: Stop<'a>) -> Self {
-        Wait { key, options, stop, watch: None, own: None, hedge: &[] }
+        Wait { key, options, stop, watch: None, own: None, hedge: &[], hedged: false }
     }
 
     /// The next step. The first call opens the watch and returns [`Step::Look`].
@@ -119,7 +122,7 @@ impl<'a> Wait<'a> {
             if let Some((key, _)) = self.stop.own {
                 self.own = Some(op.watch(key, WatchOptions::new().with_no_put()).await?);
             }
-            self.hedge = &[];
+            (self.hedge, self.hedged) = (&[], false);
             return Ok(Step::Look { hedge: false });
         };
         loop {
@@ -155,11 +158,11 @@ impl<'a> Wait<'a> {
 
     /// A read made after the watch opened saw the store at `revision`: if anything was written
     /// since the watch's creation revision, the watch may have been filed late (module docs), so
-    /// arm the hedge reads.
+    /// arm the hedge reads (once per watch).
     pub(crate) fn checked(&mut self, revision: i64) {
         let created = [&self.watch, &self.own].into_iter().flatten().map(Watcher::created_revision).min();
-        if created.is_some_and(|c| revision > c) && self.hedge.is_empty() {
-            self.hedge = &HEDGE;
+        if created.is_some_and(|c| revision > c) && !self.hedged {
+            (self.hedge, self.hedged) = (&HEDGE, true);
         }
     }
 }
