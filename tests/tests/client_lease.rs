@@ -5,6 +5,7 @@
 //! assertions on time are "still alive after several TTLs" and "lost within a bound many TTLs long".
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -236,13 +237,27 @@ async fn one_client_keeps_fifty_leases() -> Result<()> {
     Ok(())
 }
 
+/// A `KeepAlive` outliving every `Client` handle (`Client::connect(..).await?.lease_keep_alive(..)`)
+/// keeps its stream and its lease: the server sees the lease refreshed (its remaining TTL goes back
+/// up) after the last client handle was dropped, and the handle never reports a loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_every_client_clone_reports_client_closed() -> Result<()> {
+async fn handle_keeps_its_lease_alive_after_every_client_handle_was_dropped() -> Result<()> {
     let etcd = single()?;
-    let client = connect(etcd.endpoints()).await?;
-    let lease = client.lease_grant(30, None).await?;
-    let keep = client.clone().lease_keep_alive(lease.id).await?;
-    drop(client);
-    assert_eq!(lost_within(&keep, Duration::from_secs(10)).await?, LeaseLost::ClientClosed);
+    let observer = connect(etcd.endpoints()).await?;
+    // TTL 6: a keep-alive every 2 s, so the server's whole-second TTL visibly falls and rises.
+    let lease = observer.lease_grant(6, None).await?;
+    let keep = connect(etcd.endpoints()).await?.lease_keep_alive(lease.id).await?;
+    // Three times: the server-side TTL falls, then a keep-alive from the handle lands and it
+    // rises above the lowest value seen.
+    for round in 0..3 {
+        let lowest = AtomicI64::new(i64::MAX);
+        eventually(Duration::from_secs(10), &format!("keep-alive {round} from the handle alone"), || async {
+            let ttl = observer.lease_time_to_live(lease.id, false).await.ok()?.ttl;
+            assert!(ttl > 0, "the lease expired while its KeepAlive handle lived");
+            (ttl > lowest.fetch_min(ttl, Ordering::SeqCst)).then_some(())
+        })
+        .await?;
+        ensure!(!keep.is_lost(), "the handle reported its lease lost");
+    }
     Ok(())
 }

@@ -21,8 +21,10 @@
 //!    rejected auth token is refreshed before that.
 //! 5. Deadlines are checked on a timer whether or not a stream is up: a lease whose deadline passed
 //!    must be presumed expired; its owners see [`LeaseLost::Deadline`] and it is no longer sent.
-//! 6. The task holds only a weak reference to the client. When every clone is dropped it ends and
-//!    the remaining handles see [`LeaseLost::ClientClosed`]. While no lease is registered the
+//! 6. The task holds only a weak reference to the client; every [`KeepAlive`] handle holds a strong
+//!    one, so a handle keeps the stream (and its lease) alive after every `Client` clone was
+//!    dropped. The task ends when no client clone and no handle is left; a [`KeepAliveStatus`]
+//!    still watching then sees [`LeaseLost::ClientClosed`]. While no lease is registered the
 //!    stream is closed.
 
 use std::collections::{HashMap, VecDeque};
@@ -85,7 +87,8 @@ pub enum LeaseLost {
     /// No keep-alive answer arrived before the lease's deadline (the last answer plus its TTL), so
     /// the lease must be presumed expired even if the cluster has not decided so yet.
     Deadline,
-    /// Every clone of the client was dropped, which ended the keep-alive task.
+    /// Nothing keeps the lease alive any more: every handle for it and every clone of the client
+    /// were dropped (seen only through a [`KeepAliveStatus`]).
     ClientClosed,
 }
 
@@ -101,7 +104,8 @@ impl std::fmt::Display for LeaseLost {
 
 /// A lease being kept alive by the client's shared keep-alive stream, from
 /// [`Client::lease_keep_alive`]. Dropping it (or [`stop`](Self::stop)) stops this registration;
-/// the lease is kept alive while any handle for it lives. Neither revokes the lease.
+/// the lease is kept alive while any handle for it lives, even after every `Client` handle was
+/// dropped. Neither revokes the lease.
 #[derive(Debug)]
 #[must_use = "dropping the handle stops keeping the lease alive"]
 pub struct KeepAlive {
@@ -109,6 +113,9 @@ pub struct KeepAlive {
     reg: u64,
     status: KeepAliveStatus,
     cmds: mpsc::UnboundedSender<Command>,
+    /// The client's shared state: the keep-alive stream lives while any handle does, so a
+    /// handle outliving every `Client` handle keeps its lease alive.
+    _client: Arc<crate::client::Inner>,
 }
 
 impl KeepAlive {
@@ -301,7 +308,8 @@ impl Client {
         let cmds = hub.sender(&self.inner);
         let reg = hub.next_reg.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(State::default());
-        let handle = KeepAlive { id, reg, status: KeepAliveStatus { state: rx }, cmds };
+        let handle =
+            KeepAlive { id, reg, status: KeepAliveStatus { state: rx }, cmds, _client: Arc::clone(&self.inner) };
         handle.cmds.send(Command::Register { id, reg, state: tx }).map_err(|_| stopped())?;
         let mut rx = handle.status.state.clone();
         let first = async move { rx.wait_for(|s| s.ttl > 0 || s.lost.is_some()).await.map(|s| s.clone()) };
@@ -482,11 +490,15 @@ impl Task {
         }
         // The answer is for this lease's oldest unanswered request; the server started the TTL
         // after that request was sent, so counting from the send never overestimates the lease.
-        let sent = lease.sent.pop_front().unwrap_or(now).min(now);
-        let deadline = sent + secs(answer.ttl);
         lease.ttl = answer.ttl;
-        lease.deadline = Some(lease.deadline.map_or(deadline, |d| d.max(deadline)));
-        lease.next_send = sent + secs(answer.ttl) / 3;
+        // An answer with no request on record (one sent before the lease was registered again)
+        // proves nothing about when the TTL started: it must not move the deadline.
+        if let Some(sent) = lease.sent.pop_front() {
+            let sent = sent.min(now);
+            let deadline = sent + secs(answer.ttl);
+            lease.deadline = Some(lease.deadline.map_or(deadline, |d| d.max(deadline)));
+            lease.next_send = sent + secs(answer.ttl) / 3;
+        }
         let (ttl, deadline) = (lease.ttl, lease.deadline);
         for state in lease.regs.values() {
             state.send_modify(|s| (s.ttl, s.deadline) = (ttl, deadline));
@@ -636,6 +648,9 @@ mod tests {
         let b = register(&mut task, 1, 2);
         let c = register(&mut task, 2, 3);
         let answer = |id, ttl| pb::LeaseKeepAliveResponse { header: None, id, ttl };
+        // As if a keep-alive had been sent for lease 1: only an answer to a recorded request
+        // moves the deadline.
+        task.leases.get_mut(&1).expect("registered").sent.push_back(Instant::now());
         task.on_answer(answer(1, i64::MAX));
         task.on_answer(answer(99, 5)); // not ours: ignored
         assert_eq!((a.borrow().ttl, b.borrow().ttl, a.borrow().lost), (i64::MAX, i64::MAX, None));

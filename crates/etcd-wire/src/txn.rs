@@ -18,6 +18,7 @@
 //! ```
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
@@ -309,7 +310,7 @@ impl Client {
             return Ok(TxnResponse::from_pb(resp, &self.ns));
         }
         let client = self.clone();
-        let call = tokio::spawn(async move { client.txn_pb(req, Idempotency::ReadOnly, None).await });
+        let call = tokio::spawn(async move { client.txn_pb(req, Idempotency::ReadOnly, None).await }.in_current_span());
         let resp = match self.options().request_timeout {
             Some(after) => tokio::time::timeout(after, call).await.map_err(|_| Error::Timeout { after })?,
             None => call.await,

@@ -28,8 +28,9 @@
 //!    store revision at once, possibly ahead of events still on their way to an unsynced watcher, so
 //!    this answer never moves `next_rev` (per-watcher `progress_notify` answers are exact).
 //! 7. Each watcher has an unbounded buffer: a slow consumer never stalls the other watchers, at the
-//!    cost of memory while it lags. The task holds only a weak reference to the client; when every
-//!    clone is dropped the watchers get one [`Error::Unavailable`] and end.
+//!    cost of memory while it lags. The task holds only a weak reference to the client; every
+//!    [`Watcher`] holds a strong one, so a watcher keeps the stream after every `Client` clone was
+//!    dropped, and the task ends when neither is left.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
@@ -191,8 +192,9 @@ impl WatchOptions {
 
 /// A live watch, from [`Client::watch`]: a [`Stream`] of responses, each `Ok` with complete
 /// events (all events of a revision together, fragments joined) or `Err` once before the end:
-/// [`Error::Compacted`] with the compaction revision, [`Error::WatchCanceled`] with the server's
-/// reason, or [`Error::Unavailable`] when every client handle was dropped.
+/// [`Error::Compacted`] with the compaction revision or [`Error::WatchCanceled`] with the server's
+/// reason. The watcher keeps the client's watch stream running even after every `Client` handle
+/// was dropped.
 ///
 /// Every event is delivered exactly once and in revision order, across member failures and
 /// dropped connections: the client re-creates the watch on the next member from the revision
@@ -206,6 +208,9 @@ pub struct Watcher {
     created: ResponseHeader,
     events: mpsc::UnboundedReceiver<Result<WatchResponse>>,
     cmds: mpsc::UnboundedSender<Command>,
+    /// The client's shared state: the stream task lives while any handle does, so a watcher
+    /// outliving every `Client` handle keeps its stream.
+    _client: Arc<crate::client::Inner>,
 }
 
 impl Watcher {
@@ -264,7 +269,8 @@ impl Client {
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, events) = mpsc::unbounded_channel();
         let (done, created) = oneshot::channel();
-        let mut watcher = Watcher { id, created: ResponseHeader::default(), events, cmds };
+        let mut watcher =
+            Watcher { id, created: ResponseHeader::default(), events, cmds, _client: Arc::clone(&self.inner) };
         let create = Command::Create { id, req, ns: self.ns.clone(), tx, done };
         watcher.cmds.send(create).map_err(|_| stopped())?;
         let wait = async { created.await.unwrap_or_else(|_| Err(stopped())) };
