@@ -182,6 +182,21 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::NoLeader { .. } | Error::Connect { .. })
     }
+
+    /// Whether the request may have been applied although this error came back: it left the client
+    /// and no answer arrived ([`Timeout`](Error::Timeout), a connection lost mid-call, a member
+    /// that went away, etcd's own "request timed out"). For a write (put, delete, a Txn that
+    /// writes, a lease grant or revoke) the outcome is unknown: the client never retries it, and
+    /// the caller must read before trying again (or make the write idempotent, e.g. a Txn that
+    /// compares first). `false` when the request provably never reached a server, or a server
+    /// answered with an error of its own.
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::Unavailable { status } => !never_sent(status),
+            _ => false,
+        }
+    }
 }
 
 impl From<Status> for Error {

@@ -15,6 +15,11 @@
 //! change state (put, delete, txn with writes, lease grant/revoke, lock, ...) are retried only when
 //! the transport proves the request never left: the connection could not be established. Anything
 //! else comes back as an [`Error`] the caller can match on.
+//!
+//! A write that failed after it left the client (a timeout, a connection lost mid-call) may still
+//! have been applied: [`Error::is_indeterminate`] says so, and the caller decides (read first, or
+//! compare in a Txn). A read-only Txn, once sent, runs to its end even if its future is dropped
+//! (etcd before 3.5.5 crashes on a cancelled one).
 
 // Generated code: prost emits public items without docs and with patterns clippy dislikes; we do
 // not edit it, so its lints are silenced here and nowhere else.
