@@ -78,7 +78,7 @@ impl Held {
     pub(crate) fn valid_until(&self) -> Option<Instant> {
         match &self.own_lease {
             None => self.session.valid_until(),
-            Some((_, status)) => status.deadline().and_then(|d| d.checked_sub(self.session.safety_margin())),
+            Some((_, status)) => self.session.valid_until_of(status),
         }
     }
 

@@ -200,7 +200,12 @@ impl Session {
         if self.is_lost() {
             return None;
         }
-        self.inner.status.deadline().and_then(|d| d.checked_sub(self.inner.margin))
+        self.valid_until_of(&self.inner.status)
+    }
+
+    /// The deadline of a kept-alive lease (the session's, or a lock's own), less the margin.
+    pub(crate) fn valid_until_of(&self, status: &KeepAliveStatus) -> Option<Instant> {
+        status.deadline().and_then(|d| d.checked_sub(self.inner.margin))
     }
 
     /// The safety margin [`valid_until`](Self::valid_until) subtracts.

@@ -174,11 +174,10 @@ impl KeepAliveStatus {
     /// handles the request, which is after we sent it, so (clocks running at the same rate) the
     /// lease cannot expire before this instant. `None` once the lease is lost.
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        let state = self.state.borrow();
-        if state.lost.is_some() || self.state.has_changed().is_err() {
+        if self.is_lost() {
             return None;
         }
-        state.deadline.map(Instant::into_std)
+        self.state.borrow().deadline.map(Instant::into_std)
     }
 
     /// Whether the lease has been lost; [`lost`](Self::lost) says why.
