@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use etcd_harness::{ClientTls, ClusterConfig, EtcdCluster};
 use etcd_wire::{Client, ClientOptions, Error, GetOptions, PutOptions, TlsOptions};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -118,22 +118,14 @@ async fn a_missing_client_certificate_is_reported() -> Result<()> {
     let etcd = tls_cluster(&pki, true)?;
     let tls = TlsOptions::new().with_ca_pem(pki.ca.clone());
     // TLS 1.3 completes the client's side of the handshake before the server checks the client
-    // certificate, so the server's refusal (a `bad certificate` alert) surfaces on connect or,
-    // depending on timing, on the first calls: then as a transport failure whose cause chain
-    // names the alert (a later call may only see the closed connection).
-    let errors = match Client::connect(etcd.endpoints(), options(tls)).await {
-        Err(e) => vec![e],
-        Ok(client) => {
-            let mut errors = Vec::new();
-            for _ in 0..5 {
-                let r = client.get("k", GetOptions::new()).await;
-                errors.push(r.err().ok_or_else(|| anyhow::anyhow!("served without a client certificate"))?);
-            }
-            errors
-        }
-    };
-    let texts: Vec<String> = errors.iter().map(|e| chain(e)).collect();
-    assert!(texts.iter().any(|t| t.contains("certificate")), "no error names the certificate: {errors:#?}");
+    // certificate, so the server's refusal (a `bad certificate` alert) can be lost to the reset
+    // that meets the client's HTTP/2 preface: the connect error then reads "broken pipe" or
+    // "connection closed" (3.4.23 did so in 4 runs of 5). The client asks once more, reading
+    // before writing, so the error always names the refusal.
+    let err =
+        Client::connect(etcd.endpoints(), options(tls)).await.err().context("served without a client certificate")?;
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(chain(&err).contains("certificate"), "the error does not name the certificate: {err:#?}");
     Ok(())
 }
 

@@ -30,7 +30,8 @@ pub enum Error {
         reason: String,
     },
     /// No endpoint could be connected to within the connect timeout. `reason` holds each
-    /// endpoint's failure, with the full cause chain (refused, TLS certificate rejected, ...).
+    /// endpoint's failure, with the full cause chain (refused, TLS certificate rejected, ...),
+    /// and the TLS alert an `https` server answered, when the failed attempt could not read it.
     #[error("could not connect to {endpoints:?}: {reason}")]
     Connect {
         /// The endpoints tried.

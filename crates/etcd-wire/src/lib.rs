@@ -46,6 +46,7 @@ mod maintenance;
 mod namespace;
 mod options;
 mod range;
+mod tls_refusal;
 mod transport;
 mod txn;
 mod watch;

@@ -45,9 +45,10 @@ impl Pool {
         }
         let urls = endpoints.iter().map(|e| normalize(e, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
         let settings = urls.iter().map(|u| endpoint(u, options)).collect::<Result<Vec<_>>>()?;
-        let attempts = settings.iter().map(|ep| async move {
+        let attempts = settings.iter().zip(&urls).map(|(ep, url)| async move {
             match tokio::time::timeout(options.connect_timeout, answered(ep)).await {
-                Ok(result) => result,
+                Ok(Ok(channel)) => Ok(channel),
+                Ok(Err(reason)) => Err(with_tls_refusal(url, options, reason).await),
                 Err(_) => Err(format!("no answer within {:?}", options.connect_timeout)),
             }
         });
@@ -115,7 +116,10 @@ impl Pool {
         }
         match tokio::time::timeout(options.connect_timeout, endpoint(&url, options)?.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Error::Connect { endpoints: vec![url], reason: chain(&e) }),
+            Ok(Err(e)) => {
+                let reason = with_tls_refusal(&url, options, chain(&e)).await;
+                Err(Error::Connect { endpoints: vec![url], reason })
+            }
             Err(_) => Err(Error::Connect {
                 endpoints: vec![url],
                 reason: format!("no connection within {:?}", options.connect_timeout),
@@ -172,6 +176,19 @@ async fn answered(ep: &Endpoint) -> std::result::Result<Channel, String> {
             Ok(channel)
         }
         Err(status) => Err(chain(&status)),
+    }
+}
+
+/// `reason` for a failed connect, followed by the TLS alert the server sent, if it sent one the
+/// failed attempt could not see (see [`crate::tls_refusal`]).
+async fn with_tls_refusal(url: &str, options: &ClientOptions, reason: String) -> String {
+    if !url.starts_with("https://") {
+        return reason;
+    }
+    let tls = options.tls.clone().unwrap_or_default();
+    match crate::tls_refusal::tls_refusal(url, &tls, options.connect_timeout).await {
+        Some(refusal) if !reason.contains(&refusal) => format!("{reason}; the server's TLS answer: {refusal}"),
+        _ => reason,
     }
 }
 
