@@ -4,8 +4,12 @@
 //! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
 //! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
 //! 4. every example in `crates/*/examples/`, each against a fresh etcd from the harness;
-//! 5. the server-facing tests again against etcd 3.4.23;
-//! 6. fails if any etcd process started from the harness's binaries outlived the tests.
+//! 5. the server-facing tests and the examples again against etcd 3.4.23;
+//! 6. fails if any etcd process started from the harness's binaries, lock worker, `etcd-recipes`
+//!    CLI or example outlived the tests (and kills it).
+//!
+//! Every step runs even when an earlier one failed; the run fails at the end, naming each
+//! failed step.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,40 +29,63 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         println!("etcd {version}: {}", bins.etcd.display());
         binaries.push(bins.etcd);
     }
-    let before = etcd_pids(&binaries);
+    let target = crate::codegen::workspace_root().join("target");
+    let before = leftover_pids(&binaries, &target);
 
+    // Every step runs even when an earlier one failed, so one run reports every failure and
+    // the leak check always runs; the failures are summed up at the end.
+    let mut failed = Vec::new();
+    let mut check = |name: &str, result: Result<()>| {
+        if let Err(e) = result {
+            println!("\n==> FAILED: {name}: {e:#}");
+            failed.push(name.to_owned());
+        }
+    };
     if !quick {
         step("cargo fmt --check");
-        cargo(&["fmt", "--all", "--check"], None)?;
+        check("cargo fmt --check", cargo(&["fmt", "--all", "--check"], None));
         step("cargo clippy");
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], None)?;
+        check("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], None));
     }
 
     step("tests against etcd 3.5.1");
-    cargo(&["test", "--workspace", "--no-fail-fast"], Some(EtcdVersion::V3_5_1))?;
+    check("tests against 3.5.1", cargo(&["test", "--workspace", "--no-fail-fast"], Some(EtcdVersion::V3_5_1)));
 
     step("examples against etcd 3.5.1");
-    run_examples()?;
+    check("examples against 3.5.1", run_examples(EtcdVersion::V3_5_1));
 
     step("server tests against etcd 3.4.23");
     let mut args = vec!["test", "--no-fail-fast"];
     for krate in SERVER_TEST_CRATES {
         args.extend(["-p", krate]);
     }
-    cargo(&args, Some(EtcdVersion::V3_4_23))?;
+    check("server tests against 3.4.23", cargo(&args, Some(EtcdVersion::V3_4_23)));
 
-    step("no etcd process left behind");
-    let leaked: Vec<_> = etcd_pids(&binaries).difference(&before).copied().collect();
-    ensure!(leaked.is_empty(), "etcd processes outlived the tests: {leaked:?}");
-    println!("none");
+    step("examples against etcd 3.4.23");
+    check("examples against 3.4.23", run_examples(EtcdVersion::V3_4_23));
+
+    step("no etcd, worker, CLI or example process left behind");
+    let leaked: Vec<_> = leftover_pids(&binaries, &target).difference(&before).copied().collect();
+    if leaked.is_empty() {
+        println!("none");
+    } else {
+        for pid in &leaked {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            println!("left behind: pid {pid} ({}); killing it", exe.display());
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        failed.push(format!("processes outlived the tests: {leaked:?}"));
+    }
+    ensure!(failed.is_empty(), "failed: {}", failed.join("; "));
     Ok(())
 }
 
 /// How long one example may run.
 const EXAMPLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// Runs every `crates/<crate>/examples/<name>.rs` with `ETCD_ENDPOINTS` pointing at a fresh etcd.
-fn run_examples() -> Result<()> {
+/// Runs every `crates/<crate>/examples/<name>.rs` with `ETCD_ENDPOINTS` pointing at a fresh etcd
+/// of `version`.
+fn run_examples(version: EtcdVersion) -> Result<()> {
     let root = crate::codegen::workspace_root();
     let mut examples = Vec::new();
     for krate in std::fs::read_dir(root.join("crates"))? {
@@ -78,7 +105,7 @@ fn run_examples() -> Result<()> {
     cargo(&["build", "--quiet", "--workspace", "--examples"], None)?;
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for (krate, example) in examples {
-        let cluster = EtcdCluster::start(ClusterConfig::default().with_version(EtcdVersion::V3_5_1))?;
+        let cluster = EtcdCluster::start(ClusterConfig::default().with_version(version))?;
         println!("-- {krate} example {example} against {}", cluster.endpoints().join(","));
         // coreutils `timeout` kills the whole process group (cargo and the example) when an
         // example hangs, so a stuck example fails CI in minutes instead of at its overall limit.
@@ -111,15 +138,27 @@ fn cargo(args: &[&str], version: Option<EtcdVersion>) -> Result<()> {
     Ok(())
 }
 
-/// Pids of running processes whose executable is one of `binaries`.
-fn etcd_pids(binaries: &[PathBuf]) -> BTreeSet<u32> {
+/// The programs CI starts that must not outlive it: besides etcd itself, the lock workers the
+/// reliability tests spawn, the `etcd-recipes` CLI and the examples (all under `target`).
+const OWN_PROGRAMS: &[&str] = &["lock_worker", "lockset_worker", "etcd-recipes"];
+
+/// Pids of running processes whose executable is one of `binaries`, or one of [`OWN_PROGRAMS`]
+/// or an example built under `target` (also after a rebuild replaced the file).
+fn leftover_pids(binaries: &[PathBuf], target: &std::path::Path) -> BTreeSet<u32> {
     let wanted: Vec<_> = binaries.iter().filter_map(|b| b.canonicalize().ok()).collect();
+    let target = target.canonicalize().unwrap_or_else(|_| target.to_owned());
+    let ours = |exe: &std::path::Path| {
+        let name = exe.file_name().unwrap_or_default().to_string_lossy();
+        let name = name.trim_end_matches(" (deleted)");
+        let dir = exe.parent().unwrap_or(exe);
+        dir.starts_with(&target) && ((dir.ends_with("examples") && !name.contains('.')) || OWN_PROGRAMS.contains(&name))
+    };
     let Ok(proc) = std::fs::read_dir("/proc") else { return BTreeSet::new() };
     proc.filter_map(|e| {
         let e = e.ok()?;
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let exe = std::fs::read_link(e.path().join("exe")).ok()?;
-        wanted.contains(&exe).then_some(pid)
+        (wanted.contains(&exe) || ours(&exe)).then_some(pid)
     })
     .collect()
 }
