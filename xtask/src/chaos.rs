@@ -3,7 +3,9 @@
 //! For every strategy and write mode asked for, a fresh 3-member cluster (compacting itself every
 //! second when `compact` is among the faults) and `--workers` `lockset_worker` processes, for an
 //! equal share of `--minutes`, with the whole fault mix injected in turn. Prints each run's
-//! summary, then a markdown table of all of them. Fails if any fenced run lost an update.
+//! summary, then a markdown table of all of them, and writes that table (with the command, date,
+//! commit and one full summary) into `tests/RELIABILITY.md` between the markers of its etcd
+//! version, unless `--no-record`. Fails if any fenced run lost an update.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -50,6 +52,9 @@ pub(crate) struct ChaosArgs {
     /// Keep every worker's log and the fault log of each run in this directory.
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Do not write the results into `tests/RELIABILITY.md`.
+    #[arg(long)]
+    no_record: bool,
 }
 
 pub(crate) fn run(args: ChaosArgs) -> Result<()> {
@@ -100,9 +105,13 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         summaries.push(summary);
     }
 
-    println!("\n{}", Summary::table_header());
-    for s in &summaries {
-        println!("{}", s.row());
+    let table = std::iter::once(Summary::table_header().to_owned()).chain(summaries.iter().map(Summary::row));
+    let table = table.collect::<Vec<_>>().join("\n");
+    println!("\n{table}");
+    if !args.no_record {
+        let path = crate::codegen::workspace_root().join("tests/RELIABILITY.md");
+        record(&path, version, &results_block(version, each, &table, &summaries)?)?;
+        println!("\nwritten into {}", path.display());
     }
     let unsafe_runs: Vec<String> = summaries
         .iter()
@@ -114,6 +123,62 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     }
     println!("\nevery fenced run: no lost update");
     Ok(())
+}
+
+/// The markers around `version`'s results in `tests/RELIABILITY.md`.
+fn markers(version: EtcdVersion) -> (String, String) {
+    (format!("<!-- chaos-results {version} start -->"), format!("<!-- chaos-results {version} end -->"))
+}
+
+/// The text recorded for one chaos run: how it was run, the table, the verdict and one full
+/// summary (an unfenced run that lost updates, if any).
+fn results_block(version: EtcdVersion, each: Duration, table: &str, summaries: &[Summary]) -> Result<String> {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let git = |args: &[&str]| -> Result<String> {
+        let out = Command::new("git").args(args).current_dir(crate::codegen::workspace_root()).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let mut commit = git(&["rev-parse", "--short", "HEAD"])?;
+    if !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+        commit.push_str(" with uncommitted changes");
+    }
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let fenced = summaries.iter().filter(|s| s.mode == Mode::Fenced.name());
+    let unfenced = summaries.iter().filter(|s| s.mode == Mode::Unfenced.name());
+    let verdict = format!(
+        "Fenced runs without a lost update: {}/{}. Unfenced runs that lost updates: {}/{}.",
+        fenced.clone().filter(|s| s.is_safe()).count(),
+        fenced.count(),
+        unfenced.clone().filter(|s| s.lost_updates > 0).count(),
+        unfenced.count(),
+    );
+    let example =
+        summaries.iter().find(|s| s.mode == Mode::Unfenced.name() && s.lost_updates > 0).or(summaries.first());
+    let example =
+        example.map(|s| format!("\nOne run's full summary, as printed:\n\n```\n{}\n```\n", s.to_string().trim_end()));
+    Ok(format!(
+        "`cargo xtask {}` on etcd {version}, {} runs of {:.0} s, on a {cores}-core machine, {} (commit {commit}).\n\n{table}\n\n{verdict}\n{}",
+        command.join(" "),
+        summaries.len(),
+        each.as_secs_f64(),
+        String::from_utf8_lossy(&date.stdout).trim(),
+        example.unwrap_or_default(),
+    ))
+}
+
+/// Replaces what stands between `version`'s markers in the file at `path` with `block`.
+fn record(path: &std::path::Path, version: EtcdVersion, block: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (start, end) = markers(version);
+    let (Some(from), Some(to)) = (text.find(&start), text.find(&end)) else {
+        bail!("{} has no `{start}` ... `{end}` markers", path.display());
+    };
+    if to < from {
+        bail!("{}: `{end}` comes before `{start}`", path.display());
+    }
+    let updated = format!("{}{start}\n{block}{}", &text[..from], &text[to..]);
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Builds the `lockset_worker` binary and returns its path.
@@ -132,4 +197,38 @@ fn build_worker() -> Result<PathBuf> {
         bail!("{} was not built", bin.display());
     }
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_between_their_versions_markers_only() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("R.md");
+        let (s5, e5) = markers(EtcdVersion::V3_5_1);
+        let (s4, e4) = markers(EtcdVersion::V3_4_23);
+        std::fs::write(&path, format!("intro\n{s5}\nold 5\n{e5}\nmiddle\n{s4}\nold 4\n{e4}\nend\n"))?;
+        record(&path, EtcdVersion::V3_4_23, "new 4\n")?;
+        record(&path, EtcdVersion::V3_4_23, "newer 4\n")?;
+        let text = std::fs::read_to_string(&path)?;
+        assert_eq!(text, format!("intro\n{s5}\nold 5\n{e5}\nmiddle\n{s4}\nnewer 4\n{e4}\nend\n"));
+
+        std::fs::write(&path, "no markers\n")?;
+        assert!(record(&path, EtcdVersion::V3_5_1, "x").is_err());
+        assert_eq!(std::fs::read_to_string(&path)?, "no markers\n", "a failed record writes nothing");
+        Ok(())
+    }
+
+    #[test]
+    fn the_reliability_page_has_every_versions_markers() -> Result<()> {
+        let text = std::fs::read_to_string(crate::codegen::workspace_root().join("tests/RELIABILITY.md"))?;
+        for version in EtcdVersion::ALL {
+            let (start, end) = markers(version);
+            let (from, to) = (text.find(&start), text.find(&end));
+            assert!(matches!((from, to), (Some(f), Some(t)) if f < t), "{start} / {end}");
+        }
+        Ok(())
+    }
 }
