@@ -115,7 +115,7 @@ pub(crate) fn explain_wire(err: &etcd_wire::Error, doing: &str, g: &GlobalArgs) 
         E::PermissionDenied { .. } => format!(
             "permission denied for user {user:?} while {doing}: grant the user's role read/write on the lock or election keys (etcdctl role grant-permission --prefix)"
         ),
-        E::Server { status } if status.message().contains("user name is empty") => {
+        E::AuthRequired { .. } => {
             format!("etcd has authentication enabled ({doing} was refused): pass --user NAME --password PASSWORD")
         }
         E::Server { status } if status.message().contains("Timeout expired") => format!(

@@ -124,7 +124,8 @@ impl Client {
     }
 
     /// Runs one unary RPC with the shared policy: pick a member, attach token, `hasleader` and
-    /// deadline, retry per [`Idempotency`], refresh the token once when the server rejects it.
+    /// deadline, retry per [`Idempotency`], refresh the token once when the server rejects it
+    /// (expired, stale after an auth change, or missing since auth was enabled).
     pub(crate) async fn unary<T, F, Fut>(&self, rpc: &'static str, idem: Idempotency, call: F) -> Result<T>
     where
         F: FnMut(Channel, Meta) -> Fut,
@@ -172,7 +173,7 @@ impl Client {
             {
                 return Err(Error::Timeout { after });
             }
-            if is_invalid_token(&status) && self.inner.auth.credentials.is_some() && !refreshed {
+            if needs_new_token(&status) && self.inner.auth.credentials.is_some() && !refreshed {
                 // The server rejected the token before doing anything: refreshing and resending is safe.
                 refreshed = true;
                 self.refresh_token(generation).await?;
@@ -207,7 +208,7 @@ impl Client {
         let token = match self.authenticate(&creds).await {
             Ok(token) => token,
             // Auth is off (never enabled, or disabled since): calls need no token, as in Go's client.
-            Err(e) if e.status().is_some_and(|s| s.message().contains("authentication is not enabled")) => {
+            Err(Error::AuthNotEnabled { .. }) => {
                 let mut slot = self.inner.auth.token.write().unwrap_or_else(|e| e.into_inner());
                 *slot = (slot.0 + 1, None);
                 return Ok(());
@@ -294,8 +295,21 @@ fn is_deadline(status: &Status) -> bool {
         || status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired")
 }
 
-/// Whether the server rejected the request's token (expired, or from before a restart). The
-/// Lock and Election services report it with code `Unknown` and only the words.
-pub(crate) fn is_invalid_token(status: &Status) -> bool {
-    status.message().contains("invalid auth token")
+/// Whether the server rejected the request for want of a current token, before doing anything,
+/// so that authenticating again and resending is safe. See [`needs_new_token_text`].
+pub(crate) fn needs_new_token(status: &Status) -> bool {
+    needs_new_token_text(status.message())
+}
+
+/// Whether an error text (a status message or a watch's cancel reason) says the token must be
+/// renewed: expired or from before a restart ("invalid auth token"); issued before a user, role
+/// or permission change, which makes a JWT stale ("revision of auth store is old", or on the
+/// paths that pass the auth store's own error along, "auth: revision in header is old"); or
+/// missing because auth was enabled after the client connected ("user name is empty"). Like
+/// Go's `shouldRefreshToken`. The Lock and Election services report these with code `Unknown`
+/// and only the words.
+pub(crate) fn needs_new_token_text(text: &str) -> bool {
+    ["invalid auth token", "revision of auth store is old", "revision in header is old", "user name is empty"]
+        .iter()
+        .any(|words| text.contains(words))
 }

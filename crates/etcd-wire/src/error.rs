@@ -109,6 +109,30 @@ pub enum Error {
         #[source]
         status: Box<Status>,
     },
+    /// Auth is enabled and the request carried no token: connect with
+    /// [`ClientOptions::with_user`](crate::ClientOptions::with_user). (A client that has
+    /// credentials authenticates again by itself and never sees this.)
+    #[error("authentication is enabled on the server and the request carried no user (connect with credentials)")]
+    AuthRequired {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// The token was issued before a user, role or permission change and authenticating again
+    /// did not help. (A client with credentials renews such a token by itself.)
+    #[error("the auth store changed after the token was issued")]
+    AuthRevisionOld {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// An auth call that needs auth to be enabled (authenticate, ...) while it is off.
+    #[error("authentication is not enabled")]
+    AuthNotEnabled {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
     /// The user lacks permission for this request.
     #[error("permission denied")]
     PermissionDenied {
@@ -146,7 +170,7 @@ pub enum Error {
         reason: String,
     },
     /// Any other status from the server.
-    #[error("etcd: {}", .status.message())]
+    #[error("etcd: {}", .status.message().trim_start_matches("etcdserver: "))]
     Server {
         /// The server's status.
         #[source]
@@ -169,6 +193,9 @@ impl Error {
             | Error::RequestTooLarge { status }
             | Error::AuthFailed { status }
             | Error::InvalidAuthToken { status }
+            | Error::AuthRequired { status }
+            | Error::AuthRevisionOld { status }
+            | Error::AuthNotEnabled { status }
             | Error::PermissionDenied { status }
             | Error::NoLeader { status }
             | Error::KeyNotFound { status }
@@ -230,6 +257,12 @@ impl From<Status> for Error {
             Error::AuthFailed { status }
         } else if has("invalid auth token") {
             Error::InvalidAuthToken { status }
+        } else if has("user name is empty") {
+            Error::AuthRequired { status }
+        } else if has("revision of auth store is old") || has("revision in header is old") {
+            Error::AuthRevisionOld { status }
+        } else if has("authentication is not enabled") {
+            Error::AuthNotEnabled { status }
         } else if has("permission denied") {
             Error::PermissionDenied { status }
         } else if has("no leader") && !has("election") {
@@ -288,6 +321,10 @@ mod tests {
             (Code::Unauthenticated, "etcdserver: invalid auth token", "InvalidAuthToken"),
             (Code::Unknown, "invalid auth token", "InvalidAuthToken"),
             (Code::PermissionDenied, "etcdserver: permission denied", "PermissionDenied"),
+            (Code::InvalidArgument, "etcdserver: user name is empty", "AuthRequired"),
+            (Code::InvalidArgument, "etcdserver: revision of auth store is old", "AuthRevisionOld"),
+            (Code::Unknown, "auth: revision in header is old", "AuthRevisionOld"),
+            (Code::FailedPrecondition, "etcdserver: authentication is not enabled", "AuthNotEnabled"),
             (Code::Unavailable, "etcdserver: no leader", "NoLeader"),
             (Code::InvalidArgument, "etcdserver: key not found", "KeyNotFound"),
             (Code::Unknown, "election: not leader", "NotLeader"),
@@ -300,6 +337,12 @@ mod tests {
             assert!(got.starts_with(want), "{msg:?} mapped to {got}");
             assert!(err.status().is_some(), "{want} keeps its status");
         }
+    }
+
+    #[test]
+    fn other_server_errors_say_etcd_once() {
+        let err = Error::from(Status::internal("etcdserver: something new"));
+        assert_eq!(err.to_string(), "etcd: something new");
     }
 
     #[test]

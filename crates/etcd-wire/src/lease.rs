@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 
-use crate::client::{Client, Idempotency, Inner, MAX_RESPONSE_BYTES, is_invalid_token};
+use crate::client::{Client, Idempotency, Inner, MAX_RESPONSE_BYTES, needs_new_token};
 use crate::error::{Error, Result};
 use crate::kv::ResponseHeader;
 use crate::namespace::Namespace;
@@ -532,7 +532,7 @@ impl Task {
         let Some(inner) = self.inner.upgrade() else { return };
         self.failures = self.failures.saturating_add(1);
         match &status {
-            Some(s) if is_invalid_token(s) => {
+            Some(s) if needs_new_token(s) => {
                 let client = Client { inner: inner.clone(), ns: Namespace::default() };
                 let stale = link.generation;
                 tokio::spawn(async move {

@@ -17,7 +17,7 @@ use futures::Stream;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES, Meta, is_invalid_token};
+use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES, Meta, needs_new_token};
 use crate::error::{Error, Result};
 use crate::kv::ResponseHeader;
 use crate::pb::etcdserverpb::{self as pb, maintenance_client::MaintenanceClient};
@@ -460,7 +460,7 @@ impl Client {
             };
             match result {
                 Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if is_invalid_token(&status) && self.inner.options.credentials.is_some() && !refreshed => {
+                Err(status) if needs_new_token(&status) && self.inner.options.credentials.is_some() && !refreshed => {
                     refreshed = true;
                     self.refresh_token(generation).await?;
                 }

@@ -88,7 +88,10 @@ impl ClientOptions {
         self.require_leader = on;
         self
     }
-    /// Authenticate as `user` with `password`.
+    /// Authenticate as `user` with `password`. The client authenticates again by itself
+    /// whenever the server refuses its token: expired, issued before a user, role or permission
+    /// change (a JWT carries the auth revision), or missing because auth was enabled after the
+    /// client connected; on every path (unary calls, watch and keep-alive streams).
     pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.credentials = Some(Credentials { user: user.into(), password: password.into() });
         self

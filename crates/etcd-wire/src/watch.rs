@@ -46,7 +46,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
-use crate::client::{Client, Inner, MAX_RESPONSE_BYTES, is_invalid_token};
+use crate::client::{Client, Inner, MAX_RESPONSE_BYTES, needs_new_token, needs_new_token_text};
 use crate::error::{Error, Result};
 use crate::kv::{KeyValue, ResponseHeader};
 use crate::namespace::Namespace;
@@ -463,7 +463,7 @@ impl Task {
                 },
                 answer = next_answer(&mut self.link), if self.link.is_some() => match answer {
                     Some(Ok(r)) => self.on_response(r),
-                    Some(Err(status)) => self.fail(status.message(), is_invalid_token(&status)),
+                    Some(Err(status)) => self.fail(status.message(), needs_new_token(&status)),
                     None => self.fail("the stream ended", false),
                 },
                 () = tokio::time::sleep_until(self.retry_at), if waiting => {}
@@ -582,9 +582,10 @@ impl Task {
             if reason.contains("no leader") {
                 return self.fail(&reason, false);
             }
-            let auth = reason.contains("invalid auth token") || reason.contains("permission denied");
+            let auth = needs_new_token_text(&reason) || reason.contains("permission denied");
             if auth && with_creds && !slot.auth_retried {
-                // The stream's token may have expired (3.5 reports that as "permission denied").
+                // The stream's token may have expired or gone stale (3.5.1 reports both as
+                // "permission denied"): reopen the stream with a new token and ask once more.
                 slot.auth_retried = true;
                 return self.fail(&reason, true);
             }
