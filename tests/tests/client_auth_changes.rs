@@ -167,7 +167,7 @@ async fn auth_enabled_after_connect(etcd: &EtcdCluster) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jwt_made_stale_by_auth_changes_is_renewed_on_every_path() -> Result<()> {
+async fn jwt_made_stale_by_auth_changes_is_renewed_on_every_path() -> Result<()> {
     let dir = tempfile::tempdir()?;
     auth_changes_mid_run(&jwt_cluster(dir.path())?).await
 }
@@ -178,7 +178,7 @@ async fn simple_tokens_survive_auth_changes_on_every_path() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_enabled_after_connect_works_with_jwt() -> Result<()> {
+async fn jwt_auth_enabled_after_connect_works() -> Result<()> {
     let dir = tempfile::tempdir()?;
     auth_enabled_after_connect(&jwt_cluster(dir.path())?).await
 }

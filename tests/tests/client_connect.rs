@@ -82,3 +82,24 @@ async fn endpoints_sync_from_the_member_list() -> Result<()> {
     assert_eq!(members.members.len(), 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_sync_keeps_the_seed_endpoints_when_the_advertised_urls_are_unreachable() -> Result<()> {
+    // The member advertises a client URL nobody listens on (as behind NAT or a load balancer).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let advertised = format!("http://127.0.0.1:{closed}");
+    let etcd = etcd_harness::EtcdCluster::start(
+        etcd_harness::ClusterConfig::default().with_extra_args([format!("--advertise-client-urls={advertised}")]),
+    )?;
+    let c = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+    let members = c.member_list(false).await?;
+    assert_eq!(members.members[0].client_urls, [advertised.clone()], "the member advertises the closed port");
+
+    // Sync adopts the advertised URL; the seed stays behind it as a fallback.
+    assert_eq!(c.sync_endpoints().await?, [advertised]);
+    for i in 0..10 {
+        c.put(format!("k{i}"), "v", PutOptions::new()).await?;
+        assert_eq!(c.get(format!("k{i}"), GetOptions::new()).await?.count, 1);
+    }
+    Ok(())
+}

@@ -138,7 +138,9 @@ impl Client {
         Ok(members(r.header, None, r.members))
     }
 
-    /// Replaces the client's endpoints with the members' client URLs (what auto-sync does).
+    /// Replaces the client's endpoints with the members' client URLs (what auto-sync does), and
+    /// returns them. The endpoints given to `connect` stay behind them as a fallback: when no
+    /// advertised URL can be reached (members behind NAT or a load balancer), calls go there.
     pub async fn sync_endpoints(&self) -> Result<Vec<String>> {
         let list = self.member_list(false).await?;
         let urls: Vec<String> =

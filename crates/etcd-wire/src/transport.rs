@@ -4,7 +4,9 @@
 //! connection and reconnects by itself. The pool hands out members round-robin, skipping members
 //! that recently failed with `Unavailable` until their cool-down passes (or until every member is
 //! cooling down, then the one that failed longest ago), so one dead member costs at most one
-//! failed attempt per cool-down.
+//! failed attempt per cool-down. A sync (auto-sync) replaces the endpoints with the members'
+//! advertised URLs but keeps the seeds as a fallback, so advertised URLs the client cannot reach
+//! never strand it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,13 +29,24 @@ pub(crate) struct Member {
     pub(crate) url: String,
     pub(crate) channel: Channel,
     failed_at: Mutex<Option<Instant>>,
+    /// Whether this is one of the endpoints given to `connect` (kept as a fallback by syncs).
+    seed: bool,
 }
 
 /// The members a client talks to.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    members: RwLock<Arc<Vec<Arc<Member>>>>,
+    members: RwLock<Arc<Members>>,
     next: AtomicUsize,
+}
+
+/// The member list: the first `primary` entries are the endpoints in use (the seeds, or the
+/// member URLs of the last sync); after them come the seeds a sync replaced, kept as a
+/// fallback for when the advertised URLs cannot be reached (NAT, a load balancer in front).
+#[derive(Debug)]
+struct Members {
+    list: Vec<Arc<Member>>,
+    primary: usize,
 }
 
 impl Pool {
@@ -61,27 +74,30 @@ impl Pool {
                 .collect();
             return Err(Error::Connect { endpoints: urls.clone(), reason: reasons.join("; ") });
         }
-        let members = urls
+        let members: Vec<_> = urls
             .into_iter()
             .zip(results)
             .zip(&settings)
             .map(|((url, result), ep)| {
                 let failed = result.is_err().then(Instant::now);
                 let channel = result.unwrap_or_else(|_| ep.connect_lazy());
-                Arc::new(Member { url, channel, failed_at: Mutex::new(failed) })
+                Arc::new(Member { url, channel, failed_at: Mutex::new(failed), seed: true })
             })
             .collect();
-        Ok(Pool { members: RwLock::new(Arc::new(members)), next: AtomicUsize::new(0) })
+        let primary = members.len();
+        Ok(Pool { members: RwLock::new(Arc::new(Members { list: members, primary })), next: AtomicUsize::new(0) })
     }
 
-    /// The next member to send a request to.
+    /// The next member to send a request to: round-robin over the endpoints in use, then the
+    /// fallback seeds, skipping members cooling down; when all are, the one that failed longest ago.
     pub(crate) fn pick(&self) -> Arc<Member> {
         let members = self.snapshot();
+        let (primary, fallback) = members.list.split_at(members.primary);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut oldest: Option<(Instant, &Arc<Member>)> = None;
-        for i in 0..members.len() {
-            let m = &members[(start + i) % members.len()];
+        let in_turn = (0..primary.len()).map(|i| &primary[(start + i) % primary.len()]);
+        for m in in_turn.chain(fallback) {
             match *lock(&m.failed_at) {
                 Some(at) if now.duration_since(at) < COOL_DOWN => {
                     if oldest.is_none_or(|(o, _)| at < o) {
@@ -91,7 +107,7 @@ impl Pool {
                 _ => return m.clone(),
             }
         }
-        oldest.map_or_else(|| members[start % members.len()].clone(), |(_, m)| m.clone())
+        oldest.map_or_else(|| primary[start % primary.len()].clone(), |(_, m)| m.clone())
     }
 
     /// Takes `member` out of the rotation for a cool-down.
@@ -111,7 +127,7 @@ impl Pool {
     /// with the client's TLS and timeout settings (for calls aimed at one member).
     pub(crate) async fn channel_for(&self, target: &str, options: &ClientOptions) -> Result<Channel> {
         let url = normalize(target, options.tls.is_some())?;
-        if let Some(m) = self.snapshot().iter().find(|m| m.url == url) {
+        if let Some(m) = self.snapshot().list.iter().find(|m| m.url == url) {
             return Ok(m.channel.clone());
         }
         match tokio::time::timeout(options.connect_timeout, endpoint(&url, options)?.connect()).await {
@@ -127,33 +143,43 @@ impl Pool {
         }
     }
 
-    /// The member URLs in use.
+    /// The member URLs in use (not the fallback seeds).
     pub(crate) fn urls(&self) -> Vec<String> {
-        self.snapshot().iter().map(|m| m.url.clone()).collect()
+        let members = self.snapshot();
+        members.list[..members.primary].iter().map(|m| m.url.clone()).collect()
     }
 
-    /// Replaces the member list (auto-sync), keeping the channels of members that stay.
+    /// Replaces the endpoints in use (auto-sync), keeping the channels of members that stay.
+    /// The seeds (the endpoints given to `connect`) that are not among `urls` stay as fallback.
     pub(crate) fn set_urls(&self, urls: &[String], options: &ClientOptions) -> Result<()> {
         if urls.is_empty() {
             return Ok(());
         }
-        let current = self.snapshot();
-        let mut next = Vec::with_capacity(urls.len());
+        let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
+        let current = guard.clone();
+        let mut next: Vec<Arc<Member>> = Vec::with_capacity(urls.len() + current.list.len());
         for url in urls {
             let url = normalize(url, options.tls.is_some())?;
-            match current.iter().find(|m| m.url == url) {
+            if next.iter().any(|m| m.url == url) {
+                continue;
+            }
+            match current.list.iter().find(|m| m.url == url) {
                 Some(m) => next.push(m.clone()),
                 None => {
                     let channel = endpoint(&url, options)?.connect_lazy();
-                    next.push(Arc::new(Member { url, channel, failed_at: Mutex::new(None) }));
+                    next.push(Arc::new(Member { url, channel, failed_at: Mutex::new(None), seed: false }));
                 }
             }
         }
-        *self.members.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let primary = next.len();
+        let seeds: Vec<_> =
+            current.list.iter().filter(|m| m.seed && !next.iter().any(|n| n.url == m.url)).cloned().collect();
+        next.extend(seeds);
+        *guard = Arc::new(Members { list: next, primary });
         Ok(())
     }
 
-    fn snapshot(&self) -> Arc<Vec<Arc<Member>>> {
+    fn snapshot(&self) -> Arc<Members> {
         self.members.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
