@@ -103,3 +103,69 @@ async fn auto_sync_keeps_the_seed_endpoints_when_the_advertised_urls_are_unreach
     }
     Ok(())
 }
+
+/// One TCP proxy in front of each member of `etcd`.
+fn proxies(etcd: &etcd_harness::EtcdCluster) -> Result<Vec<etcd_harness::TcpProxy>> {
+    let ps =
+        etcd.endpoints().into_iter().map(|e| etcd_harness::TcpProxy::start(e.trim_start_matches("http://").to_owned()));
+    Ok(ps.collect::<std::io::Result<_>>()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_member_is_left_within_one_timeout_and_rejoins_after_it_recovers() -> Result<()> {
+    let etcd = three()?;
+    etcd.wait_for_leader(Duration::from_secs(20))?;
+    let ps = proxies(&etcd)?;
+    let timeout = Duration::from_secs(1);
+    let options = ClientOptions::default().with_request_timeout(Some(timeout));
+    let c = Client::connect(ps.iter().map(|p| p.url()), options).await?;
+    c.put("k", "v", PutOptions::new()).await?;
+
+    // Member 0 goes silent: a read it gets times out once and is sent again to another member;
+    // later reads avoid it. None fails, none waits much beyond one timeout.
+    ps[0].set_blackhole(true);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..30 {
+        let started = Instant::now();
+        assert_eq!(c.get("k", GetOptions::new()).await?.count, 1);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < timeout * 2 + Duration::from_secs(2), "a read took {slowest:?}");
+
+    // It recovers, the other two go silent: reads find member 0 again.
+    ps[0].set_blackhole(false);
+    ps[1].set_blackhole(true);
+    ps[2].set_blackhole(true);
+    let found_again = async {
+        for _ in 0..5 {
+            loop {
+                match c.get("k", GetOptions::new()).await {
+                    Err(Error::Timeout { .. }) => continue, // both tries of one call hit a silent member
+                    other => break assert_eq!(other?.count, 1),
+                }
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    // Bounded only so that a regression fails instead of hanging: 8 s (the longest cool-down)
+    // and a few timeouts suffice.
+    tokio::time::timeout(Duration::from_secs(120), found_again).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_member_does_not_delay_connect() -> Result<()> {
+    let etcd = single()?;
+    let silent = etcd_harness::TcpProxy::start(etcd.endpoints()[0].trim_start_matches("http://"))?;
+    silent.set_blackhole(true);
+    let connect_timeout = Duration::from_secs(10);
+    let options = ClientOptions::default().with_connect_timeout(connect_timeout);
+    let started = Instant::now();
+    let c = Client::connect([silent.url(), etcd.endpoints()[0].clone()], options).await?;
+    // Connect waited for the first answer, not for the silent endpoint's connect timeout.
+    assert!(started.elapsed() < connect_timeout, "connect took {:?}", started.elapsed());
+    for _ in 0..5 {
+        c.put("k", "v", PutOptions::new()).await?;
+    }
+    Ok(())
+}

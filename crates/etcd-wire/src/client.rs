@@ -66,8 +66,9 @@ pub(crate) enum Idempotency {
 
 impl Client {
     /// Connects to the cluster at `endpoints` (`host:port`, `http://host:port` or
-    /// `https://host:port`). Waits until at least one member accepts a connection, within
-    /// [`ClientOptions::connect_timeout`], then authenticates when credentials are set.
+    /// `https://host:port`). Returns as soon as one member answers, within
+    /// [`ClientOptions::connect_timeout`] (the others join when they answer), after
+    /// authenticating when credentials are set.
     pub async fn connect<E, S>(endpoints: E, options: ClientOptions) -> Result<Client>
     where
         E: IntoIterator<Item = S>,
@@ -124,7 +125,8 @@ impl Client {
     }
 
     /// Runs one unary RPC with the shared policy: pick a member, attach token, `hasleader` and
-    /// deadline, retry per [`Idempotency`], refresh the token once when the server rejects it
+    /// deadline, retry per [`Idempotency`] (a read that timed out once more, on another member),
+    /// refresh the token once when the server rejects it
     /// (expired, stale after an auth change, or missing since auth was enabled).
     pub(crate) async fn unary<T, F, Fut>(&self, rpc: &'static str, idem: Idempotency, call: F) -> Result<T>
     where
@@ -148,6 +150,7 @@ impl Client {
     {
         let retry = self.inner.options.retry;
         let mut refreshed = false;
+        let mut timed_out = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -157,7 +160,9 @@ impl Client {
             let span = tracing::debug_span!("etcd_rpc", rpc, endpoint = %member.url, attempt);
             let fut = call(member.channel.clone(), meta).instrument(span);
             let result = match timeout {
-                Some(after) => tokio::time::timeout(after, fut).await.map_err(|_| Error::Timeout { after })?,
+                Some(after) => {
+                    tokio::time::timeout(after, fut).await.unwrap_or_else(|_| Err(Status::deadline_exceeded("")))
+                }
                 None => fut.await,
             };
             let status = match result {
@@ -171,6 +176,17 @@ impl Client {
             if let Some(after) = timeout
                 && is_deadline(&status)
             {
+                // No answer in time: the member may be black-holed or stalled. Later calls go
+                // elsewhere for a cool-down; a read is sent once more, to another member.
+                self.inner.pool.mark_failed(&member);
+                if idem == Idempotency::ReadOnly
+                    && !timed_out
+                    && attempt < retry.max_attempts
+                    && self.inner.pool.len() > 1
+                {
+                    timed_out = true;
+                    continue;
+                }
                 return Err(Error::Timeout { after });
             }
             if needs_new_token(&status) && self.inner.auth.credentials.is_some() && !refreshed {

@@ -12,6 +12,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Deadline for each unary request, sent to the server as `grpc-timeout` too. Waiting calls
     /// (server-side `lock`, `campaign`) and streams are not bound by it. Default 30 s; `None` = none.
+    /// A member that lets it expire is left for a cool-down, and a read is then sent once more,
+    /// to another member (so a read takes at most about two timeouts; a write is never resent).
     pub request_timeout: Option<Duration>,
     /// HTTP/2 PING interval on idle and busy connections. Default 30 s; `None` turns pings off.
     pub keep_alive_interval: Option<Duration>,

@@ -1,10 +1,12 @@
 //! Endpoints and connections: one HTTP/2 channel per member, round-robin balancing, and failover.
 //!
 //! Each member gets a tonic [`Channel`], which multiplexes any number of calls over one HTTP/2
-//! connection and reconnects by itself. The pool hands out members round-robin, skipping members
-//! that recently failed with `Unavailable` until their cool-down passes (or until every member is
-//! cooling down, then the one that failed longest ago), so one dead member costs at most one
-//! failed attempt per cool-down. A sync (auto-sync) replaces the endpoints with the members'
+//! connection and reconnects by itself. `connect` returns as soon as one endpoint answers; the
+//! others join when theirs does. The pool hands out members round-robin, skipping members that
+//! recently failed (`Unavailable`, or no answer within the request timeout) until their cool-down
+//! passes (or, when every member is cooling down, the one back soonest). The cool-down doubles
+//! with each failure in a row, from 1 s up to 8 s, so a dead or black-holed member costs at
+//! most one failed attempt per cool-down, and is back within 8 s of recovering. A sync (auto-sync) replaces the endpoints with the members'
 //! advertised URLs but keeps the seeds as a fallback, so advertised URLs the client cannot reach
 //! never strand it.
 
@@ -12,13 +14,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
 
-/// How long a member that failed stays out of the rotation.
+/// How long a member that failed once stays out of the rotation; each further failure in a row
+/// doubles it, up to [`MAX_COOL_DOWN`].
 const COOL_DOWN: Duration = Duration::from_secs(1);
+/// The longest cool-down: a member that keeps failing (black-holed: every try costs a caller one
+/// request timeout) is tried again at least this often, so it is back soon after it recovers.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(8);
 
 /// The default etcd client port, used when an endpoint names none.
 const DEFAULT_PORT: u16 = 2379;
@@ -28,9 +36,36 @@ const DEFAULT_PORT: u16 = 2379;
 pub(crate) struct Member {
     pub(crate) url: String,
     pub(crate) channel: Channel,
-    failed_at: Mutex<Option<Instant>>,
+    health: Mutex<Health>,
     /// Whether this is one of the endpoints given to `connect` (kept as a fallback by syncs).
     seed: bool,
+}
+
+/// When a member last failed, and how many times in a row.
+#[derive(Debug, Default)]
+struct Health {
+    failed_at: Option<Instant>,
+    strikes: u32,
+}
+
+impl Health {
+    fn failed(at: Instant) -> Health {
+        Health { failed_at: Some(at), strikes: 1 }
+    }
+
+    /// When the member is back in the rotation, if it is out now.
+    fn back_at(&self, now: Instant) -> Option<Instant> {
+        let at = self.failed_at?;
+        let doublings = self.strikes.saturating_sub(1).min(8);
+        let back = at + COOL_DOWN.saturating_mul(1 << doublings).min(MAX_COOL_DOWN);
+        (back > now).then_some(back)
+    }
+}
+
+impl Member {
+    fn new(url: String, channel: Channel, health: Health, seed: bool) -> Arc<Member> {
+        Arc::new(Member { url, channel, health: Mutex::new(health), seed })
+    }
 }
 
 /// The members a client talks to.
@@ -50,76 +85,99 @@ struct Members {
 }
 
 impl Pool {
-    /// Connects to every endpoint at once and waits until at least one answers, within the
-    /// connect timeout. Members that did not answer stay in the pool and are retried later.
+    /// Connects to every endpoint at once and returns as soon as one answers, within the connect
+    /// timeout. The others join the rotation when their own answer comes (until then, and if it
+    /// never does, they count as failed and are tried again after a cool-down).
     pub(crate) async fn connect(endpoints: &[String], options: &ClientOptions) -> Result<Pool> {
         if endpoints.is_empty() {
             return Err(Error::invalid("no endpoints given"));
         }
         let urls = endpoints.iter().map(|e| normalize(e, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
         let settings = urls.iter().map(|u| endpoint(u, options)).collect::<Result<Vec<_>>>()?;
-        let attempts = settings.iter().zip(&urls).map(|(ep, url)| async move {
-            match tokio::time::timeout(options.connect_timeout, answered(ep)).await {
+        let probe = |i: usize, ep: Endpoint, url: String, options: ClientOptions| async move {
+            let result = match tokio::time::timeout(options.connect_timeout, answered(&ep)).await {
                 Ok(Ok(channel)) => Ok(channel),
-                Ok(Err(reason)) => Err(with_tls_refusal(url, options, reason).await),
+                Ok(Err(reason)) => Err(with_tls_refusal(&url, &options, reason).await),
                 Err(_) => Err(format!("no answer within {:?}", options.connect_timeout)),
+            };
+            (i, result)
+        };
+        let mut attempts: FuturesUnordered<_> = urls
+            .iter()
+            .zip(&settings)
+            .enumerate()
+            .map(|(i, (url, ep))| probe(i, ep.clone(), url.clone(), options.clone()))
+            .collect();
+        let mut reasons = vec![String::new(); urls.len()];
+        let (first, channel) = loop {
+            match attempts.next().await {
+                Some((i, Ok(channel))) => break (i, channel),
+                Some((i, Err(reason))) => reasons[i] = reason,
+                None => {
+                    let reasons: Vec<_> = urls.iter().zip(&reasons).map(|(u, r)| format!("{u}: {r}")).collect();
+                    return Err(Error::Connect { endpoints: urls, reason: reasons.join("; ") });
+                }
             }
-        });
-        let results = futures::future::join_all(attempts).await;
-        if results.iter().all(|r| r.is_err()) {
-            let reasons: Vec<_> = urls
-                .iter()
-                .zip(&results)
-                .map(|(u, r)| format!("{u}: {}", r.as_ref().err().map_or("", |e| e)))
-                .collect();
-            return Err(Error::Connect { endpoints: urls.clone(), reason: reasons.join("; ") });
-        }
+        };
+        let now = Instant::now();
         let members: Vec<_> = urls
             .into_iter()
-            .zip(results)
             .zip(&settings)
-            .map(|((url, result), ep)| {
-                let failed = result.is_err().then(Instant::now);
-                let channel = result.unwrap_or_else(|_| ep.connect_lazy());
-                Arc::new(Member { url, channel, failed_at: Mutex::new(failed), seed: true })
+            .enumerate()
+            .map(|(i, (url, ep))| match i == first {
+                true => Member::new(url, channel.clone(), Health::default(), true),
+                false => Member::new(url, ep.connect_lazy(), Health::failed(now), true),
             })
             .collect();
+        if !attempts.is_empty() {
+            let pending = members.clone();
+            tokio::spawn(async move {
+                while let Some((i, result)) = attempts.next().await {
+                    *lock(&pending[i].health) = match result {
+                        Ok(_) => Health::default(),
+                        Err(_) => Health::failed(Instant::now()),
+                    };
+                }
+            });
+        }
         let primary = members.len();
         Ok(Pool { members: RwLock::new(Arc::new(Members { list: members, primary })), next: AtomicUsize::new(0) })
     }
 
     /// The next member to send a request to: round-robin over the endpoints in use, then the
-    /// fallback seeds, skipping members cooling down; when all are, the one that failed longest ago.
+    /// fallback seeds, skipping members cooling down; when all are, the one back soonest.
     pub(crate) fn pick(&self) -> Arc<Member> {
         let members = self.snapshot();
         let (primary, fallback) = members.list.split_at(members.primary);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let mut oldest: Option<(Instant, &Arc<Member>)> = None;
+        let mut soonest: Option<(Instant, &Arc<Member>)> = None;
         let in_turn = (0..primary.len()).map(|i| &primary[(start + i) % primary.len()]);
         for m in in_turn.chain(fallback) {
-            match *lock(&m.failed_at) {
-                Some(at) if now.duration_since(at) < COOL_DOWN => {
-                    if oldest.is_none_or(|(o, _)| at < o) {
-                        oldest = Some((at, m));
+            match lock(&m.health).back_at(now) {
+                Some(back) => {
+                    if soonest.is_none_or(|(s, _)| back < s) {
+                        soonest = Some((back, m));
                     }
                 }
-                _ => return m.clone(),
+                None => return m.clone(),
             }
         }
-        oldest.map_or_else(|| primary[start % primary.len()].clone(), |(_, m)| m.clone())
+        soonest.map_or_else(|| primary[start % primary.len()].clone(), |(_, m)| m.clone())
     }
 
-    /// Takes `member` out of the rotation for a cool-down.
+    /// Takes `member` out of the rotation for a cool-down (longer after each failure in a row).
     pub(crate) fn mark_failed(&self, member: &Member) {
-        *lock(&member.failed_at) = Some(Instant::now());
+        let mut health = lock(&member.health);
+        health.failed_at = Some(Instant::now());
+        health.strikes = health.strikes.saturating_add(1);
     }
 
     /// Puts `member` back into the rotation.
     pub(crate) fn mark_ok(&self, member: &Member) {
-        let mut at = lock(&member.failed_at);
-        if at.is_some() {
-            *at = None;
+        let mut health = lock(&member.health);
+        if health.failed_at.is_some() {
+            *health = Health::default();
         }
     }
 
@@ -141,6 +199,11 @@ impl Pool {
                 reason: format!("no connection within {:?}", options.connect_timeout),
             }),
         }
+    }
+
+    /// How many members there are to choose from (fallback seeds included).
+    pub(crate) fn len(&self) -> usize {
+        self.snapshot().list.len()
     }
 
     /// The member URLs in use (not the fallback seeds).
@@ -165,10 +228,12 @@ impl Pool {
             }
             match current.list.iter().find(|m| m.url == url) {
                 Some(m) => next.push(m.clone()),
-                None => {
-                    let channel = endpoint(&url, options)?.connect_lazy();
-                    next.push(Arc::new(Member { url, channel, failed_at: Mutex::new(None), seed: false }));
-                }
+                None => next.push(Member::new(
+                    url.clone(),
+                    endpoint(&url, options)?.connect_lazy(),
+                    Health::default(),
+                    false,
+                )),
             }
         }
         let primary = next.len();
