@@ -249,6 +249,13 @@ impl Pool {
     }
 }
 
+/// A member nothing listens behind, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_member() -> Arc<Member> {
+    let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+    Member::new("http://127.0.0.1:1".to_owned(), channel, Health::default(), true)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

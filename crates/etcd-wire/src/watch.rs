@@ -529,6 +529,9 @@ impl Task {
             if r.cancel_reason.contains("no leader") {
                 return self.fail(&r.cancel_reason, false);
             }
+            // The server confirmed our cancel: nothing more comes for this ID (IDs are never
+            // reused), so forget it; a long-lived stream with many short watches stays small.
+            self.canceled.remove(&r.watch_id);
             let Some(slot) = self.slots.remove(&r.watch_id) else { return };
             self.cancel_on_server(r.watch_id); // a compacted watcher lingers on the server
             return slot.finish(if r.compact_revision != 0 {
@@ -749,6 +752,27 @@ mod tests {
             ..Default::default()
         });
         assert!(matches!(rx.try_recv(), Ok(Err(Error::WatchCanceled { reason })) if reason.contains("permission")));
+    }
+
+    #[tokio::test]
+    async fn confirmed_cancels_are_forgotten() {
+        let (mut task, _rx) = task_with(1, 0);
+        let (tx, mut sent) = mpsc::unbounded_channel();
+        let member = crate::transport::test_member();
+        task.link = Some(Link { answers: futures::stream::empty().boxed(), tx, member, generation: 0 });
+        // A thousand short watches, each dropped: an event after the drop makes the task cancel
+        // it on the server, which confirms.
+        for id in 100..1100 {
+            task.on_response(resp(id, 5, vec![put("x", 5)], false));
+            task.on_response(resp(id, 6, vec![put("x", 6)], false));
+            task.on_response(pb::WatchResponse { watch_id: id, canceled: true, ..Default::default() });
+        }
+        let mut cancels = 0;
+        while let Ok(req) = sent.try_recv() {
+            cancels += usize::from(matches!(req.request_union, Some(RequestUnion::CancelRequest(_))));
+        }
+        assert_eq!(cancels, 1000, "one cancel per dropped watcher");
+        assert!(task.canceled.is_empty(), "{} confirmed cancels remembered", task.canceled.len());
     }
 
     #[test]
