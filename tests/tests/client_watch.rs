@@ -389,10 +389,12 @@ async fn resumes_exactly_once_across_a_member_restart() -> Result<()> {
     let others: Vec<String> = (0..3).filter(|&i| i != target).map(|i| eps[i].clone()).collect();
     let target_id = connect([&eps[target]]).await?.get("x", GetOptions::new()).await?.header.member_id;
 
-    // A fresh client's first pick is its first endpoint: the watch stream starts on `target`.
-    let watching = connect(std::iter::once(&eps[target]).chain(&others)).await?;
+    // Connected to `target` alone, the watch stream starts there; the sync then adds the other
+    // members, where the stream resumes while `target` is down.
+    let watching = connect([&eps[target]]).await?;
     let w = watching.watch("seq", WatchOptions::new()).await?;
     assert_eq!(w.created_header().member_id, target_id, "the watch started on the member to restart");
+    assert_eq!(watching.sync_endpoints().await?.len(), 3);
     let first = w.created_revision() + 1;
     let (seen, reader) = collect(w);
 
@@ -471,8 +473,12 @@ async fn a_member_without_leader_ends_the_stream_and_the_watch_resumes() -> Resu
     let eps = etcd.endpoints();
     let target = (etcd.wait_for_leader(WAIT)? + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|&i| i != target).collect();
-    let c = connect(std::iter::once(&eps[target]).chain(others.iter().map(|&i| &eps[i]))).await?;
+    // The stream starts on `target` (the only endpoint), then the sync adds the others.
+    let c = connect([&eps[target]]).await?;
     let mut w = c.watch("lone", WatchOptions::new()).await?;
+    let target_id = c.get("x", GetOptions::new()).await?.header.member_id;
+    assert_eq!(w.created_header().member_id, target_id, "the watch started on the member to cut off");
+    assert_eq!(c.sync_endpoints().await?.len(), 3);
     let before = c.put("lone", "1", PutOptions::new()).await?.header.revision;
     assert_eq!(events(&mut w, 1).await?[0].kv.mod_revision, before);
 
