@@ -532,3 +532,53 @@ async fn handle_keeps_its_watch_after_every_client_handle_was_dropped() -> Resul
     assert!(w.request_progress().is_ok());
     Ok(())
 }
+
+/// The resident memory of this process, in bytes.
+fn resident_bytes() -> Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).context("no VmRSS")?;
+    Ok(kb.trim().trim_end_matches("kB").trim().parse::<usize>()? * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_memory_stays_bounded_and_every_event_arrives_once_in_order() -> Result<()> {
+    const TXNS: usize = 1000;
+    const PER_TXN: usize = 100; // 100,000 events of ~600 bytes: ~60 MB if all were buffered
+    let etcd = single()?;
+    let c = connect(etcd.endpoints()).await?;
+    let mut paused = c.watch("s/", WatchOptions::new().with_prefix()).await?;
+    let mut reader = c.watch("s/", WatchOptions::new().with_prefix()).await?;
+    let value = Bytes::from(vec![b'v'; 512]);
+
+    // Write while `paused` is not read; `reader` takes every event, so once it has seen the last
+    // revision the stream has carried everything `paused` would have been sent as well. The first
+    // tenth (6 MB) fills the paused watcher's buffer; from then on the process must not grow.
+    let (mut last, mut read, mut filled) = (0, 0, 0);
+    for t in 0..TXNS {
+        let puts = (0..PER_TXN).map(|k| TxnOp::put(format!("s/{k:03}"), value.clone(), PutOptions::new()));
+        last = c.txn(Txn::new().and_then(puts)).await?.header.revision;
+        if t % 100 == 99 {
+            while read < last {
+                read = next(&mut reader).await?.header.revision;
+            }
+        }
+        if t == TXNS / 10 - 1 {
+            filled = resident_bytes()?;
+        }
+    }
+    let grown = resident_bytes()?.saturating_sub(filled);
+    assert!(grown < 16 << 20, "with a watcher not read, the process grew by {} MB more", grown >> 20);
+
+    // Now read: every event exactly once, in order, across the pauses.
+    let mut expected = (last - TXNS as i64 + 1, 0usize); // (revision, key index)
+    let mut seen = 0;
+    while seen < TXNS * PER_TXN {
+        for e in next(&mut paused).await?.events {
+            assert_eq!((e.kv.mod_revision, e.kv.key_str().into_owned()), (expected.0, format!("s/{:03}", expected.1)));
+            seen += 1;
+            expected = if expected.1 + 1 == PER_TXN { (expected.0 + 1, 0) } else { (expected.0, expected.1 + 1) };
+        }
+    }
+    assert_eq!(expected.0, last + 1);
+    Ok(())
+}

@@ -69,7 +69,7 @@ pub use maintenance::{Alarm, AlarmKind, AlarmResponse, HashKvResponse, SnapshotS
 pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
-pub use watch::{Event, EventKind, WatchOptions, WatchResponse, Watcher};
+pub use watch::{Event, EventKind, WATCH_BUFFER_BYTES, WatchOptions, WatchResponse, Watcher};
 
 pub mod pb {
     //! The raw protobuf messages and tonic clients, one module per protobuf package.

@@ -27,14 +27,19 @@
 //!    passed to every watcher on the stream. Up to etcd 3.4.24 / 3.5.7 the member answers with its
 //!    store revision at once, possibly ahead of events still on their way to an unsynced watcher, so
 //!    this answer never moves `next_rev` (per-watcher `progress_notify` answers are exact).
-//! 7. Each watcher has an unbounded buffer: a slow consumer never stalls the other watchers, at the
-//!    cost of memory while it lags. The task holds only a weak reference to the client; every
+//! 7. Each watcher's buffer holds at most [`WATCH_BUFFER_BYTES`] of events its reader has not taken: a
+//!    slow reader never stalls the other watchers, and its memory stays bounded. A response that
+//!    would go beyond is not delivered; the watch is canceled on the server instead and, once the
+//!    reader has taken half of the buffer and the server confirmed the cancel, created again with
+//!    `start_revision = next_rev`, so nothing is lost or delivered twice (or the reader gets
+//!    [`Error::Compacted`] after its buffered events if that history is gone meanwhile).
+//!    The task holds only a weak reference to the client; every
 //!    [`Watcher`] holds a strong one, so a watcher keeps the stream after every `Client` clone was
 //!    dropped, and the task ends when neither is left.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
@@ -85,6 +90,12 @@ impl Event {
             kv: KeyValue::from_pb(ev.kv.unwrap_or_default(), ns),
             prev_kv: ev.prev_kv.map(|kv| KeyValue::from_pb(kv, ns)),
         }
+    }
+
+    /// Roughly the memory this event holds: its keys and values, and a little for the rest.
+    fn size(&self) -> usize {
+        let kv = |kv: &KeyValue| kv.key.len() + kv.value.len() + 64;
+        kv(&self.kv) + self.prev_kv.as_ref().map_or(0, kv)
     }
 }
 
@@ -198,15 +209,17 @@ impl WatchOptions {
 ///
 /// Every event is delivered exactly once and in revision order, across member failures and
 /// dropped connections: the client re-creates the watch on the next member from the revision
-/// after the last one delivered. Responses wait in an unbounded buffer per watcher, so a slow
-/// reader never holds up the client's other watchers (but its buffer grows while it lags).
+/// after the last one delivered. Responses wait in a buffer per watcher, so a slow reader never
+/// holds up the client's other watchers; a reader that lags by more than [`WATCH_BUFFER_BYTES`] has
+/// its watch paused on the server and resumed where it left off once it catches up.
 /// Dropping the watcher (or [`cancel`](Self::cancel)) cancels the watch on the server.
 #[derive(Debug)]
 #[must_use = "dropping the watcher cancels the watch"]
 pub struct Watcher {
     id: i64,
     created: ResponseHeader,
-    events: mpsc::UnboundedReceiver<Result<WatchResponse>>,
+    events: mpsc::UnboundedReceiver<Item>,
+    flow: Arc<Flow>,
     cmds: mpsc::UnboundedSender<Command>,
     /// The client's shared state: the stream task lives while any handle does, so a watcher
     /// outliving every `Client` handle keeps its stream.
@@ -247,7 +260,17 @@ impl Stream for Watcher {
     type Item = Result<WatchResponse>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().events.poll_recv(cx)
+        let this = self.get_mut();
+        let (size, item) = match this.events.poll_recv(cx) {
+            Poll::Ready(Some(sized)) => sized,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let left = this.flow.buffered.fetch_sub(size, Ordering::SeqCst) - size;
+        if left <= WATCH_BUFFER_BYTES / 2 && this.flow.paused.swap(false, Ordering::SeqCst) {
+            let _ = this.cmds.send(Command::Resume { id: this.id });
+        }
+        Poll::Ready(Some(item))
     }
 }
 
@@ -269,9 +292,16 @@ impl Client {
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, events) = mpsc::unbounded_channel();
         let (done, created) = oneshot::channel();
-        let mut watcher =
-            Watcher { id, created: ResponseHeader::default(), events, cmds, _client: Arc::clone(&self.inner) };
-        let create = Command::Create { id, req, ns: self.ns.clone(), tx, done };
+        let flow = Arc::new(Flow::default());
+        let mut watcher = Watcher {
+            id,
+            created: ResponseHeader::default(),
+            events,
+            flow: flow.clone(),
+            cmds,
+            _client: Arc::clone(&self.inner),
+        };
+        let create = Command::Create { id, req, ns: self.ns.clone(), tx, flow, done };
         watcher.cmds.send(create).map_err(|_| stopped())?;
         let wait = async { created.await.unwrap_or_else(|_| Err(stopped())) };
         watcher.created = match self.inner.options.request_timeout {
@@ -287,6 +317,23 @@ fn stopped() -> Error {
     Error::Unavailable { status: Box::new(Status::unavailable(why)) }
 }
 
+/// How many bytes of events (keys and values, plus a little per event) one watcher's buffer
+/// may hold before its watch is paused on the server (see the module docs, step 7). A single
+/// response larger than this is still delivered when the buffer is empty.
+pub const WATCH_BUFFER_BYTES: usize = 4 << 20;
+
+/// What a [`Watcher`] and the task share about its buffer.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Bytes of events sent to the watcher and not yet taken by its reader.
+    buffered: AtomicUsize,
+    /// Set by the task when it paused the watch; whoever clears it asks for the resume.
+    paused: AtomicBool,
+}
+
+/// One buffered item and its size in bytes (0 for progress and errors).
+type Item = (usize, Result<WatchResponse>);
+
 /// Messages from [`Client::watch`] and [`Watcher`]s to the task.
 #[derive(Debug)]
 enum Command {
@@ -294,10 +341,15 @@ enum Command {
         id: i64,
         req: pb::WatchCreateRequest,
         ns: Namespace,
-        tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+        tx: mpsc::UnboundedSender<Item>,
+        flow: Arc<Flow>,
         done: oneshot::Sender<Result<ResponseHeader>>,
     },
     Cancel {
+        id: i64,
+    },
+    /// The reader of a paused watcher has taken half of its buffer.
+    Resume {
         id: i64,
     },
     Progress,
@@ -340,7 +392,12 @@ struct Slot {
     /// The create request, namespaced; `watch_id` and `start_revision` are set per stream.
     req: pb::WatchCreateRequest,
     ns: Namespace,
-    tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+    tx: mpsc::UnboundedSender<Item>,
+    flow: Arc<Flow>,
+    /// Paused because the buffer was full: canceled on the server, not re-created until `resume`.
+    overflowed: bool,
+    /// The reader made room: re-create once the server confirmed the cancel.
+    resume: bool,
     /// Until the first creation: where [`Client::watch`] waits.
     done: Option<oneshot::Sender<Result<ResponseHeader>>>,
     /// The first revision not yet delivered; 0 until known.
@@ -355,27 +412,35 @@ struct Slot {
 }
 
 impl Slot {
-    /// Delivers a complete response: events at or after `next_rev`, or progress.
-    fn deliver(&mut self, r: pb::WatchResponse) {
+    /// Delivers a complete response: events at or after `next_rev`, or progress. Returns `false`
+    /// when the events would overfill the buffer: then nothing was delivered.
+    fn deliver(&mut self, r: pb::WatchResponse) -> bool {
         let header = ResponseHeader::from_pb(r.header);
         if r.events.is_empty() {
             self.progress(header);
             self.next_rev = self.next_rev.max(header.revision.saturating_add(1));
-            return;
+            return true;
         }
         let next = self.next_rev;
         let fresh = |ev: &mvccpb::Event| ev.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next);
         let events: Vec<Event> = r.events.into_iter().filter(fresh).map(|ev| Event::from_pb(ev, &self.ns)).collect();
-        let Some(last) = events.last() else { return };
+        let Some(last) = events.last() else { return true };
+        let size: usize = events.iter().map(Event::size).sum();
+        let buffered = self.flow.buffered.load(Ordering::SeqCst);
+        if buffered > 0 && buffered + size > WATCH_BUFFER_BYTES {
+            return false;
+        }
         self.next_rev = last.kv.mod_revision.saturating_add(1);
-        let _ = self.tx.send(Ok(WatchResponse { header, events, progress_notify: false }));
+        self.flow.buffered.fetch_add(size, Ordering::SeqCst);
+        let _ = self.tx.send((size, Ok(WatchResponse { header, events, progress_notify: false })));
+        true
     }
 
     /// Passes on a progress notification, unless it is behind what was delivered (a member that
     /// lags behind the one before a resume).
     fn progress(&self, header: ResponseHeader) {
         if header.revision.saturating_add(1) >= self.next_rev {
-            let _ = self.tx.send(Ok(WatchResponse { header, events: Vec::new(), progress_notify: true }));
+            let _ = self.tx.send((0, Ok(WatchResponse { header, events: Vec::new(), progress_notify: true })));
         }
     }
 
@@ -386,7 +451,7 @@ impl Slot {
                 let _ = done.send(Err(err));
             }
             None => {
-                let _ = self.tx.send(Err(err));
+                let _ = self.tx.send((0, Err(err)));
             }
         }
     }
@@ -473,12 +538,15 @@ impl Task {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Create { id, req, ns, tx, done } => {
+            Command::Create { id, req, ns, tx, flow, done } => {
                 let next_rev = req.start_revision;
                 let mut slot = Slot {
                     req,
                     ns,
                     tx,
+                    flow,
+                    overflowed: false,
+                    resume: false,
                     done: Some(done),
                     next_rev,
                     sent: false,
@@ -494,6 +562,14 @@ impl Task {
                     && slot.sent
                 {
                     self.cancel_on_server(id);
+                }
+            }
+            Command::Resume { id } => {
+                if let Some(slot) = self.slots.get_mut(&id)
+                    && slot.overflowed
+                {
+                    slot.resume = true;
+                    self.resume_if_ready(id);
                 }
             }
             Command::Progress => match &self.link {
@@ -513,6 +589,35 @@ impl Task {
         (slot.sent, slot.confirmed, slot.partial) = (true, false, None);
     }
 
+    /// Pauses watcher `id`, whose buffer is full: cancels it on the server (see the module docs,
+    /// step 7). If its reader has already made room meanwhile, it resumes after the cancel.
+    fn overflow(&mut self, id: i64) {
+        let Some(slot) = self.slots.get_mut(&id) else { return };
+        (slot.overflowed, slot.resume, slot.sent, slot.confirmed, slot.partial) = (true, false, false, false, None);
+        slot.flow.paused.store(true, Ordering::SeqCst);
+        if slot.flow.buffered.load(Ordering::SeqCst) <= WATCH_BUFFER_BYTES / 2
+            && slot.flow.paused.swap(false, Ordering::SeqCst)
+        {
+            slot.resume = true;
+        }
+        tracing::debug!(id, "watcher buffer full; pausing the watch until its reader catches up");
+        self.cancel_on_server(id);
+    }
+
+    /// Re-creates paused watcher `id` from its next revision, once its reader made room and the
+    /// server confirmed the cancel (or the stream it was canceled on is gone).
+    fn resume_if_ready(&mut self, id: i64) {
+        if self.link.is_none() || self.canceled.contains(&id) {
+            return;
+        }
+        let Some(mut slot) = self.slots.remove(&id) else { return };
+        if slot.overflowed && slot.resume {
+            (slot.overflowed, slot.resume) = (false, false);
+            self.create(id, &mut slot);
+        }
+        self.slots.insert(id, slot);
+    }
+
     fn cancel_on_server(&mut self, id: i64) {
         if let Some(link) = &self.link
             && self.canceled.insert(id)
@@ -529,9 +634,12 @@ impl Task {
             if r.cancel_reason.contains("no leader") {
                 return self.fail(&r.cancel_reason, false);
             }
-            // The server confirmed our cancel: nothing more comes for this ID (IDs are never
-            // reused), so forget it; a long-lived stream with many short watches stays small.
+            // The server confirmed our cancel: nothing more comes for this ID until we create it
+            // again, so forget it; a long-lived stream with many short watches stays small.
             self.canceled.remove(&r.watch_id);
+            if r.compact_revision == 0 && self.slots.get(&r.watch_id).is_some_and(|s| s.overflowed) {
+                return self.resume_if_ready(r.watch_id);
+            }
             let Some(slot) = self.slots.remove(&r.watch_id) else { return };
             self.cancel_on_server(r.watch_id); // a compacted watcher lingers on the server
             return slot.finish(if r.compact_revision != 0 {
@@ -547,9 +655,13 @@ impl Task {
             self.slots.values().filter(|s| s.confirmed).for_each(|s| s.progress(header));
             return;
         }
-        let Some(slot) = self.slots.get_mut(&r.watch_id) else {
-            return self.cancel_on_server(r.watch_id); // dropped, or not ours
+        let id = r.watch_id;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return self.cancel_on_server(id); // dropped, or not ours
         };
+        if slot.overflowed {
+            return; // sent before the server saw our cancel
+        }
         self.failures = 0;
         let r = match slot.partial.take() {
             Some(mut head) => {
@@ -561,8 +673,8 @@ impl Task {
         };
         if r.fragment {
             slot.partial = Some(r);
-        } else {
-            slot.deliver(r);
+        } else if !slot.deliver(r) {
+            self.overflow(id);
         }
     }
 
@@ -629,7 +741,11 @@ impl Task {
         ids.sort_unstable();
         for id in ids {
             if let Some(mut slot) = self.slots.remove(&id) {
-                self.create(id, &mut slot);
+                // A paused watcher waits for its reader; the cancel went with the old stream.
+                if !slot.overflowed || slot.resume {
+                    (slot.overflowed, slot.resume) = (false, false);
+                    self.create(id, &mut slot);
+                }
                 self.slots.insert(id, slot);
             }
         }
@@ -679,15 +795,25 @@ async fn next_answer(link: &mut Option<Link>) -> Option<Result<pb::WatchResponse
 mod tests {
     use super::*;
 
-    fn task_with(id: i64, start: i64) -> (Task, mpsc::UnboundedReceiver<Result<WatchResponse>>) {
+    /// A watcher's receiving end, without the sizes.
+    struct Rx(mpsc::UnboundedReceiver<Item>);
+
+    impl Rx {
+        fn try_recv(&mut self) -> std::result::Result<Result<WatchResponse>, mpsc::error::TryRecvError> {
+            self.0.try_recv().map(|(_, item)| item)
+        }
+    }
+
+    fn task_with(id: i64, start: i64) -> (Task, Rx) {
         let (_, cmds) = mpsc::unbounded_channel();
         let mut task = Task::new(Weak::new(), cmds);
         let (tx, rx) = mpsc::unbounded_channel();
         let (done, _) = oneshot::channel();
         let req = pb::WatchCreateRequest { start_revision: start, ..Default::default() };
-        task.apply(Command::Create { id, req, ns: Namespace::default().join(b"ns/"), tx, done });
+        let flow = Arc::new(Flow::default());
+        task.apply(Command::Create { id, req, ns: Namespace::default().join(b"ns/"), tx, flow, done });
         task.pending.push_back(id); // as if sent on a stream
-        (task, rx)
+        (task, Rx(rx))
     }
 
     fn header(revision: i64) -> Option<pb::ResponseHeader> {
