@@ -30,6 +30,7 @@
 mod cluster;
 mod config;
 mod error;
+mod grpc_proxy;
 mod health;
 mod install;
 mod member;
@@ -43,6 +44,7 @@ mod workdir;
 pub use cluster::EtcdCluster;
 pub use config::{ClientTls, ClusterConfig};
 pub use error::{Error, Result};
+pub use grpc_proxy::GrpcProxy;
 pub use install::{CACHE_ENV, ETCD_BIN_ENV, ETCDCTL_BIN_ENV, EtcdBinaries, detect_version};
 pub use member::Member;
 pub use process::{ClientProcess, ProcessLine};
