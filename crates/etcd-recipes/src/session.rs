@@ -15,7 +15,10 @@
 //!
 //! [`Session::valid_until`] is the instant before which the lease provably exists: the send time
 //! of the latest answered keep-alive, plus the TTL that answer granted, minus a safety margin for
-//! clock-rate drift ([`SessionBuilder::safety_margin`]).
+//! clock-rate drift ([`SessionBuilder::safety_margin`]). Through an `etcd grpc-proxy` that bound
+//! does not hold as such: the proxy answers a keep-alive with the answer to its *own* latest
+//! keep-alive, which it may have sent up to TTL/3 + 0.5 s before ours; raise the safety margin by
+//! that much there.
 //!
 //! # One holder per session and name
 //! A lock is held by a (session, name) pair: Go's key layout gives a session one key per lock

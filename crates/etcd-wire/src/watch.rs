@@ -10,6 +10,10 @@
 //!    start_revision, filters, prev_kv, progress_notify, fragment }`. The server answers `created` in
 //!    the order creates were sent (which also matches the failures it reports with ID -1), and
 //!    [`Client::watch`] returns on that answer: nothing written after it returns is missed.
+//!    On each new stream the first create goes alone: if its answer carries another ID, the
+//!    server assigns its own (an `etcd grpc-proxy`, which may also answer creates out of order),
+//!    so on that stream creates go one at a time and the server's IDs are mapped to the
+//!    watchers'; otherwise the rest are pipelined. (The proxy answers no progress requests.)
 //! 2. Responses are routed by `watch_id`. Fragments (`fragment = true`) are joined until the last
 //!    one, so a watcher only sees complete responses: all events of a revision together.
 //! 3. Each watcher keeps `next_rev`, the first revision it has not seen: its start revision, else the
@@ -245,7 +249,7 @@ impl Watcher {
 
     /// Sends a `WatchProgressRequest` on the client's shared stream (or on the next one, while
     /// reconnecting) and returns; the answer arrives as a progress notification on **every**
-    /// watcher of the client. Caveat: up to etcd 3.4.24 / 3.5.7 its `header.revision` is the
+    /// watcher of the client (never through an `etcd grpc-proxy`, which does not answer it). Caveat: up to etcd 3.4.24 / 3.5.7 its `header.revision` is the
     /// member's store revision when it read the request, which can be ahead of events not yet
     /// delivered to a watcher that is catching up on history.
     pub fn request_progress(&self) -> Result<()> {
@@ -402,8 +406,10 @@ struct Slot {
     done: Option<oneshot::Sender<Result<ResponseHeader>>>,
     /// The first revision not yet delivered; 0 until known.
     next_rev: i64,
-    /// Created on the current stream (sent, and confirmed).
-    sent: bool,
+    /// The server's ID for this watch on the current stream, once created (the client-chosen
+    /// ID, or through `etcd grpc-proxy` the proxy's own); `None` until then and once canceled.
+    wire_id: Option<i64>,
+    /// Created on the current stream.
     confirmed: bool,
     /// Fragments received so far.
     partial: Option<pb::WatchResponse>,
@@ -474,6 +480,18 @@ impl Link {
 }
 
 /// The background task behind [`WatchHub`].
+/// How the server names the watches of the current stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// Not known yet: the first create is sent alone, and its answer tells.
+    Unknown,
+    /// The server uses the IDs the client chose (etcd 3.4 and later): creates are pipelined.
+    ClientChosen,
+    /// The server assigns its own (`etcd grpc-proxy`): creates go one at a time, so each
+    /// `created` answer names the watch of the one create in flight.
+    ServerAssigned,
+}
+
 struct Task {
     inner: Weak<Inner>,
     cmds: mpsc::UnboundedReceiver<Command>,
@@ -481,7 +499,13 @@ struct Task {
     link: Option<Link>,
     /// IDs whose create is unanswered on the current stream, in send order.
     pending: VecDeque<i64>,
-    /// IDs canceled on the current stream (their late responses are ignored).
+    /// How the server names watches on the current stream.
+    ids: Ids,
+    /// Creates not sent yet: while `ids` is not known to be client-chosen, one create at a time.
+    queued: VecDeque<i64>,
+    /// With server-assigned IDs: the server's ID of each watch to the watcher's own.
+    wire: HashMap<i64, i64>,
+    /// Server IDs canceled on the current stream (their late responses are ignored).
     canceled: HashSet<i64>,
     retry_at: Instant,
     failures: u32,
@@ -498,6 +522,9 @@ impl Task {
             slots: HashMap::new(),
             link: None,
             pending: VecDeque::new(),
+            ids: Ids::Unknown,
+            queued: VecDeque::new(),
+            wire: HashMap::new(),
             canceled: HashSet::new(),
             retry_at: Instant::now(),
             failures: 0,
@@ -549,7 +576,7 @@ impl Task {
                     resume: false,
                     done: Some(done),
                     next_rev,
-                    sent: false,
+                    wire_id: None,
                     confirmed: false,
                     partial: None,
                     auth_retried: false,
@@ -558,11 +585,13 @@ impl Task {
                 self.slots.insert(id, slot);
             }
             Command::Cancel { id } => {
-                if let Some(slot) = self.slots.remove(&id)
-                    && slot.sent
-                {
-                    self.cancel_on_server(id);
+                let Some(slot) = self.slots.remove(&id) else { return };
+                if let Some(at) = self.queued.iter().position(|q| *q == id) {
+                    self.queued.remove(at);
+                } else if let Some(wire) = slot.wire_id {
+                    self.cancel_on_server(wire);
                 }
+                // Else its create is unanswered: the answer finds no watcher and cancels it.
             }
             Command::Resume { id } => {
                 if let Some(slot) = self.slots.get_mut(&id)
@@ -580,20 +609,44 @@ impl Task {
         }
     }
 
-    /// Sends the create request of watcher `id` on the current stream, resuming at `next_rev`.
+    /// Creates watcher `id` on the current stream, resuming at `next_rev`: sends the request now,
+    /// or queues it while another create is in flight and the server may assign its own IDs.
     fn create(&mut self, id: i64, slot: &mut Slot) {
         let Some(link) = &self.link else { return };
+        (slot.wire_id, slot.confirmed, slot.partial) = (None, false, None);
+        if self.ids != Ids::ClientChosen && !self.pending.is_empty() {
+            self.queued.push_back(id);
+            return;
+        }
         let req = pb::WatchCreateRequest { watch_id: id, start_revision: slot.next_rev, ..slot.req.clone() };
         link.send(RequestUnion::CreateRequest(req));
         self.pending.push_back(id);
-        (slot.sent, slot.confirmed, slot.partial) = (true, false, None);
+    }
+
+    /// Sends the queued creates that may go now (all of them once IDs are known to be the client's).
+    fn send_queued(&mut self) {
+        while self.ids == Ids::ClientChosen || self.pending.is_empty() {
+            let Some(id) = self.queued.pop_front() else { return };
+            let Some(mut slot) = self.slots.remove(&id) else { continue };
+            self.create(id, &mut slot);
+            self.slots.insert(id, slot);
+        }
+    }
+
+    /// The watcher a server-side watch ID names, if any.
+    fn watcher_of(&self, wire: i64) -> Option<i64> {
+        match self.ids {
+            Ids::ServerAssigned => self.wire.get(&wire).copied(),
+            _ => Some(wire),
+        }
     }
 
     /// Pauses watcher `id`, whose buffer is full: cancels it on the server (see the module docs,
     /// step 7). If its reader has already made room meanwhile, it resumes after the cancel.
     fn overflow(&mut self, id: i64) {
         let Some(slot) = self.slots.get_mut(&id) else { return };
-        (slot.overflowed, slot.resume, slot.sent, slot.confirmed, slot.partial) = (true, false, false, false, None);
+        (slot.overflowed, slot.resume, slot.confirmed, slot.partial) = (true, false, false, None);
+        let wire = slot.wire_id;
         slot.flow.paused.store(true, Ordering::SeqCst);
         if slot.flow.buffered.load(Ordering::SeqCst) <= WATCH_BUFFER_BYTES / 2
             && slot.flow.paused.swap(false, Ordering::SeqCst)
@@ -601,17 +654,19 @@ impl Task {
             slot.resume = true;
         }
         tracing::debug!(id, "watcher buffer full; pausing the watch until its reader catches up");
-        self.cancel_on_server(id);
+        if let Some(wire) = wire {
+            self.cancel_on_server(wire);
+        }
     }
 
     /// Re-creates paused watcher `id` from its next revision, once its reader made room and the
     /// server confirmed the cancel (or the stream it was canceled on is gone).
     fn resume_if_ready(&mut self, id: i64) {
-        if self.link.is_none() || self.canceled.contains(&id) {
+        if self.link.is_none() {
             return;
         }
         let Some(mut slot) = self.slots.remove(&id) else { return };
-        if slot.overflowed && slot.resume {
+        if slot.overflowed && slot.resume && slot.wire_id.is_none() {
             (slot.overflowed, slot.resume) = (false, false);
             self.create(id, &mut slot);
         }
@@ -634,14 +689,21 @@ impl Task {
             if r.cancel_reason.contains("no leader") {
                 return self.fail(&r.cancel_reason, false);
             }
-            // The server confirmed our cancel: nothing more comes for this ID until we create it
-            // again, so forget it; a long-lived stream with many short watches stays small.
-            self.canceled.remove(&r.watch_id);
-            if r.compact_revision == 0 && self.slots.get(&r.watch_id).is_some_and(|s| s.overflowed) {
-                return self.resume_if_ready(r.watch_id);
+            // The server confirmed our cancel (or canceled by itself): nothing more comes for this
+            // ID, so forget it; a long-lived stream with many short watches stays small.
+            let wire = r.watch_id;
+            self.canceled.remove(&wire);
+            let watcher = self.watcher_of(wire);
+            self.wire.remove(&wire);
+            let Some(id) = watcher else { return };
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.wire_id = None;
+                if r.compact_revision == 0 && slot.overflowed {
+                    return self.resume_if_ready(id);
+                }
             }
-            let Some(slot) = self.slots.remove(&r.watch_id) else { return };
-            self.cancel_on_server(r.watch_id); // a compacted watcher lingers on the server
+            let Some(slot) = self.slots.remove(&id) else { return };
+            self.cancel_on_server(wire); // a compacted watcher lingers on the server
             return slot.finish(if r.compact_revision != 0 {
                 Error::Compacted { compact_revision: Some(r.compact_revision), status: None }
             } else {
@@ -655,9 +717,9 @@ impl Task {
             self.slots.values().filter(|s| s.confirmed).for_each(|s| s.progress(header));
             return;
         }
-        let id = r.watch_id;
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return self.cancel_on_server(id); // dropped, or not ours
+        let wire = r.watch_id;
+        let Some((id, slot)) = self.watcher_of(wire).and_then(|id| Some((id, self.slots.get_mut(&id)?))) else {
+            return self.cancel_on_server(wire); // dropped, or not ours
         };
         if slot.overflowed {
             return; // sent before the server saw our cancel
@@ -678,9 +740,30 @@ impl Task {
         }
     }
 
+    /// The answer to the oldest create in flight; then the next queued creates go.
     fn on_created(&mut self, r: pb::WatchResponse) {
         let Some(id) = self.pending.pop_front() else { return };
-        if r.watch_id != id && r.watch_id != -1 {
+        let wire = r.watch_id;
+        if wire != -1 && self.ids == Ids::Unknown {
+            self.ids = if wire == id { Ids::ClientChosen } else { Ids::ServerAssigned };
+            tracing::debug!(ids = ?self.ids, "watch IDs on this stream");
+        }
+        self.on_created_for(id, r);
+        self.send_queued();
+    }
+
+    fn on_created_for(&mut self, id: i64, r: pb::WatchResponse) {
+        let wire = r.watch_id;
+        if wire != -1 && !r.canceled && !self.slots.contains_key(&id) {
+            // Dropped while its create was in flight.
+            self.wire.insert(wire, id);
+            return self.cancel_on_server(wire);
+        }
+        if self.ids == Ids::ServerAssigned && wire != -1 {
+            if !r.canceled {
+                self.wire.insert(wire, id);
+            }
+        } else if wire != id && wire != -1 {
             if !r.canceled {
                 self.cancel_on_server(r.watch_id);
             }
@@ -710,7 +793,7 @@ impl Task {
             return;
         }
         let header = ResponseHeader::from_pb(r.header);
-        (slot.confirmed, slot.auth_retried, self.failures) = (true, false, 0);
+        (slot.wire_id, slot.confirmed, slot.auth_retried, self.failures) = (Some(wire), true, false, 0);
         if slot.next_rev == 0 {
             slot.next_rev = header.revision.saturating_add(1);
         }
@@ -737,6 +820,9 @@ impl Task {
         self.link = Some(Link { answers, tx, member, generation: meta.generation });
         self.pending.clear();
         self.canceled.clear();
+        self.queued.clear();
+        self.wire.clear();
+        self.ids = Ids::Unknown;
         let mut ids: Vec<i64> = self.slots.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -761,7 +847,7 @@ impl Task {
     fn fail(&mut self, why: &str, refresh: bool) {
         let Some(link) = self.link.take() else { return };
         for slot in self.slots.values_mut() {
-            (slot.sent, slot.confirmed, slot.partial) = (false, false, None);
+            (slot.wire_id, slot.confirmed, slot.partial) = (None, false, None);
         }
         let Some(inner) = self.inner.upgrade() else { return };
         self.failures = self.failures.saturating_add(1);
