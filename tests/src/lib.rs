@@ -63,6 +63,33 @@ pub fn metric(url: &str, name: &str) -> Result<f64> {
     Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
 }
 
+/// etcd's gauge of registered watchers.
+pub const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
+
+/// The watchers etcd holds across the members at `endpoints` (their [`WATCHERS`] gauges; the
+/// server-side Lock and Election services' own watches count too).
+pub fn watchers(endpoints: &[String]) -> Result<f64> {
+    endpoints.iter().map(|e| metric(e, WATCHERS)).sum()
+}
+
+/// Waits until etcd holds at least `n` watchers across `endpoints`. A waiter whose watch is
+/// registered is blocked on it: a check that it has not finished needs no sleep after this.
+pub async fn wait_for_watchers(endpoints: &[String], n: f64) -> Result<()> {
+    eventually(Duration::from_secs(30), &format!("{n} watchers"), || async {
+        (watchers(endpoints).ok()? >= n).then_some(())
+    })
+    .await
+}
+
+/// Waits until exactly `n` keys are under `prefix` (a contender's key is in the queue, ...).
+pub async fn wait_for_keys(client: &etcd_wire::Client, prefix: &str, n: i64) -> Result<()> {
+    eventually(Duration::from_secs(30), &format!("{n} keys under {prefix:?}"), || async {
+        let opts = etcd_wire::GetOptions::new().with_prefix().with_count_only();
+        (client.get(prefix.to_owned(), opts).await.ok()?.count == n).then_some(())
+    })
+    .await
+}
+
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

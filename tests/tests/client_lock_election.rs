@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_tests::single;
+use etcd_tests::{single, wait_for_keys, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, Error, GetOptions};
 use futures::StreamExt;
 
@@ -32,10 +32,12 @@ async fn lock_excludes_a_second_lease_until_unlock() -> Result<()> {
     assert_eq!(keys(&client, "app/job/").await?, [format!("app/{}", String::from_utf8_lossy(&held.key))]);
 
     let other = ns.clone();
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { other.lock("job", b).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The waiter is queued under the name and the server waits on a watch for it.
+    wait_for_keys(&client, "app/job/", 2).await?;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!waiter.is_finished(), "a second lease must wait while the lock is held");
-    assert_eq!(keys(&client, "app/job/").await?.len(), 2, "the waiter is queued under the name");
 
     ns.unlock(held.key.clone()).await?;
     let next =
@@ -61,8 +63,10 @@ async fn revoking_the_holders_lease_releases_the_lock() -> Result<()> {
     client.lock("res", a).await?;
 
     let other = client.clone();
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { other.lock("res", b).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_keys(&client, "res/", 2).await?;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!waiter.is_finished());
     client.lease_revoke(a).await?;
     let next = tokio::time::timeout(Duration::from_secs(10), waiter).await.context("lock not handed over")???;
@@ -117,8 +121,10 @@ async fn election_round_trip() -> Result<()> {
 
     // A second candidate waits until the leader resigns, then wins.
     let other = ns.clone();
+    let watching = watchers(&etcd.endpoints())?;
     let candidate = tokio::spawn(async move { other.campaign("svc", b, "b").await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_keys(&client, "app/svc/", 2).await?;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!candidate.is_finished(), "only one leader at a time");
     ns.resign(&leader_a).await?;
     let leader_b =

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use etcd_recipes::{Election, Error, Mutex, RpcLock, Session};
-use etcd_tests::single;
+use etcd_tests::{single, wait_for_keys, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions};
 use futures::StreamExt;
 
@@ -53,8 +53,11 @@ async fn etcdctl_lock_excludes_our_mutex() -> Result<()> {
     let m = Mutex::new(&session, "interop")?;
     assert!(matches!(m.try_lock().await, Err(Error::Locked)));
     assert!(matches!(RpcLock::new(&session, "interop")?.try_lock().await, Err(Error::Locked)));
+    let watching = watchers(&etcd.endpoints())?;
     let waiting = tokio::spawn(async move { m.lock().await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Queued behind etcdctl's key and waiting on a watch.
+    wait_for_keys(&c, "interop/", 2).await?;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!waiting.is_finished(), "our Mutex took a lock etcdctl holds");
 
     interrupt(&held)?; // etcdctl unlocks on SIGINT
@@ -112,8 +115,10 @@ async fn our_observe_sees_etcdctl_elect_and_waits_for_it() -> Result<()> {
     assert_eq!(first.value, "theirs");
 
     let ours = election.clone();
+    let watching = watchers(&etcd.endpoints())?;
     let campaign = tokio::spawn(async move { ours.campaign("ours").await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_keys(&c, "interop-elect/", 2).await?;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!campaign.is_finished(), "two leaders at once");
     interrupt(&candidate)?; // etcdctl resigns on SIGINT
     tokio::time::timeout(Duration::from_secs(10), campaign).await???;

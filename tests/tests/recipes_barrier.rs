@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use etcd_recipes::{Barrier, DoubleBarrier, Error, Session};
-use etcd_tests::{eventually, single, three};
+use etcd_tests::{eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions};
 use tokio::sync::{Barrier as Rendezvous, Notify};
 use tokio::task::JoinSet;
@@ -23,6 +23,14 @@ async fn clients(etcd: &etcd_tests::etcd_harness::EtcdCluster) -> Result<Vec<Cli
         clients.push(connect(&[ep]).await?);
     }
     Ok(clients)
+}
+
+/// The member URLs behind `clients`, for the watcher gauges.
+fn endpoints(clients: &[Client]) -> Vec<String> {
+    let mut eps: Vec<String> = clients.iter().flat_map(Client::endpoints).collect();
+    eps.sort();
+    eps.dedup();
+    eps
 }
 
 async fn count(c: &Client, prefix: &str) -> Result<usize> {
@@ -47,6 +55,7 @@ async fn barrier_round(clients: Vec<Client>, waiters: usize) -> Result<()> {
     clients[clients.len() - 1].put("x", "", PutOptions::new()).await?;
 
     let done = Arc::new(AtomicUsize::new(0));
+    let watching = watchers(&endpoints(&clients))?;
     let mut tasks = JoinSet::new();
     for i in 0..waiters {
         let (client, done) = (clients[i % clients.len()].clone(), done.clone());
@@ -56,7 +65,8 @@ async fn barrier_round(clients: Vec<Client>, waiters: usize) -> Result<()> {
             Ok(())
         });
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every waiter is blocked on its watch; none may have passed.
+    wait_for_watchers(&endpoints(&clients), watching + waiters as f64).await?;
     assert_eq!(done.load(Ordering::SeqCst), 0, "barrier did not wait");
     b.release().await?;
     join_all(tasks, "waiting on the barrier").await?;
@@ -99,8 +109,9 @@ async fn barrier_release_then_hold_again_releases_waiters() -> Result<()> {
     let b = Barrier::new(&c, "re-held")?;
     b.hold().await?;
     let w = Barrier::new(&c, "re-held")?;
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { w.wait().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     b.release().await?;
     b.hold().await?;
     tokio::time::timeout(Duration::from_secs(10), waiter).await???;
@@ -118,6 +129,8 @@ async fn test_double_barrier() -> Result<()> {
     let waiters = 10;
     let (entered, left) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let go_leave = Arc::new(Notify::new());
+    let eps = etcd.endpoints();
+    let watching = watchers(&eps)?;
     let mut tasks = JoinSet::new();
     for i in 0..waiters - 1 {
         let client = clients[i % clients.len()].clone();
@@ -141,7 +154,8 @@ async fn test_double_barrier() -> Result<()> {
         (count(&clients[0], "test-barrier/waiters/").await.ok()? == waiters - 1).then_some(())
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each waits on its watch for the ready key; none may have entered.
+    wait_for_watchers(&eps, watching + (waiters - 1) as f64).await?;
     assert_eq!(entered.load(Ordering::SeqCst), 0, "barrier did not enter-wait");
 
     b.enter().await?;
@@ -157,7 +171,12 @@ async fn test_double_barrier() -> Result<()> {
         (count(&clients[0], "test-barrier/waiters/").await.ok()? == 2).then_some(())
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The oldest watches our key and its own, each other one the oldest's (their enter watches
+    // gone): one watch per participant but us, plus one. None may have left.
+    eventually(Duration::from_secs(30), "every leaver to wait on its watches", || async {
+        (watchers(&eps).ok()? == watching + waiters as f64).then_some(())
+    })
+    .await?;
     assert_eq!(left.load(Ordering::SeqCst), 0, "barrier did not leave-wait");
 
     tokio::time::timeout(Duration::from_secs(10), b.leave()).await??;

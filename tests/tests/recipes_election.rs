@@ -62,7 +62,8 @@ async fn test_election_failover() -> Result<()> {
 
     let next = Election::new(&sessions[1], "test-election")?;
     let elected = tokio::spawn(async move { next.campaign("bar").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second candidate's key is in the queue.
+    etcd_tests::wait_for_keys(sessions[2].client(), "test-election/", 2).await?;
     sessions[0].close().await?;
 
     let watcher = Election::new(&sessions[2], "test-election")?;
@@ -187,8 +188,11 @@ async fn fault_11051_no_phantom_leadership() -> Result<()> {
     let (s1, s2) = (Session::new(&c).await?, Session::new(&c).await?);
     let lead = Election::new(&s1, "f11051")?.campaign("one").await?;
     let e2 = Election::new(&s2, "f11051")?;
+    let watching = etcd_tests::watchers(&etcd.endpoints())?;
     let candidate = tokio::spawn(async move { e2.campaign("two").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The candidate is queued and waiting on its watch.
+    etcd_tests::wait_for_keys(&c, "f11051/", 2).await?;
+    etcd_tests::wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     // The candidate's key is deleted behind its back (as if its lease expired), then the leader resigns.
     let mine = format!("f11051/{:x}", s2.lease_id());
     c.delete(mine, etcd_wire::DeleteOptions::new()).await?;
@@ -223,8 +227,11 @@ async fn fault_18163_observe_with_several_candidates_in_one_batch() -> Result<()
     let c = connect(&etcd.endpoints()).await?;
     let watcher_session = Session::new(&c).await?;
     let e = Election::new(&watcher_session, "f18163")?;
+    // The observer starts on its first poll: poll it in a task and wait for its watch.
     let mut observed = Box::pin(e.observe());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watching = etcd_tests::watchers(&etcd.endpoints())?;
+    let first = tokio::spawn(async move { next_value(&mut observed).await });
+    etcd_tests::wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     // Two candidates appear in ONE revision: keys sort "b..." before "z...", but neither was
     // created first; the leader is the one etcd returns as oldest, which observe must report.
     let (l1, l2) = (c.lease_grant(30, None).await?.id, c.lease_grant(30, None).await?.id);
@@ -233,7 +240,7 @@ async fn fault_18163_observe_with_several_candidates_in_one_batch() -> Result<()
         TxnOp::put("f18163/b-first", "b", PutOptions::new().with_lease(l2)),
     ]);
     c.txn(txn).await?;
-    let reported = next_value(&mut observed).await?;
+    let reported = first.await??;
     assert_eq!(reported, e.leader().await?.value_str(), "observe and leader() disagree");
     Ok(())
 }

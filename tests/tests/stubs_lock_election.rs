@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_tests::{channel, single};
+use etcd_tests::{channel, single, wait_for_watchers, watchers};
 use etcd_wire::pb::etcdserverpb::{LeaseGrantRequest, RangeRequest, kv_client::KvClient, lease_client::LeaseClient};
 use etcd_wire::pb::v3electionpb::{
     CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest, election_client::ElectionClient,
@@ -28,8 +28,10 @@ async fn lock_excludes_until_unlock() -> Result<()> {
 
     // The second locker waits while the first holds the lock.
     let mut second = LockClient::new(ch.clone());
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { second.lock(LockRequest { name: "job".into(), lease: b }).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server waits on a watch for the second locker.
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!waiter.is_finished(), "the lock must exclude a second holder");
 
     locks.unlock(UnlockRequest { key: held.key.clone() }).await?;
@@ -73,10 +75,11 @@ async fn election_campaign_proclaim_observe_resign() -> Result<()> {
 
     // A second candidate waits until the leader resigns, then wins.
     let mut other = ElectionClient::new(ch);
+    let watching = watchers(&etcd.endpoints())?;
     let candidate = tokio::spawn(async move {
         other.campaign(CampaignRequest { name: "svc".into(), lease: b, value: "b".into() }).await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!candidate.is_finished(), "only one leader at a time");
     election.resign(ResignRequest { leader: Some(leader_a) }).await?;
     tokio::time::timeout(Duration::from_secs(10), candidate).await.context("candidate never won")???;
