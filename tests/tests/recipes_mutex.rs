@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use etcd_recipes::{Error, Mutex, Session, TraceKind, Tracer};
-use etcd_tests::{eventually, single, three};
+use etcd_tests::{eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, DeleteOptions, GetOptions, PutOptions, TxnOp};
 
 async fn connect(endpoints: &[String]) -> Result<Client> {
@@ -167,8 +167,9 @@ async fn test_mutex_lock_session_expired() -> Result<()> {
     let s2 = Session::new(&c).await?;
     let g1 = Mutex::new(&s1, "/my-lock/")?.lock().await?;
     let m2 = Mutex::new(&s2, "/my-lock/")?;
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { m2.lock().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
 
     // Close s2 while it waits, then release s1's lock: s2's lock must fail, not succeed.
     s2.close().await?;
@@ -220,8 +221,9 @@ async fn fault_19597_waiter_with_expired_session_fails_promptly() -> Result<()> 
     let _held = Mutex::new(&holder, "f19597")?.lock().await?;
     let waiter = Session::new(&c).await?;
     let m = Mutex::new(&waiter, "f19597")?;
+    let watching = watchers(&etcd.endpoints())?;
     let task = tokio::spawn(async move { m.lock().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     // The waiter's lease is revoked by someone else (as if it expired): it must give up now,
     // not when the holder releases.
     c.lease_revoke(waiter.lease_id()).await?;
@@ -309,8 +311,9 @@ async fn fault_compaction_while_waiting() -> Result<()> {
     let (s1, s2) = (Session::new(&c).await?, Session::new(&c).await?);
     let held = Mutex::new(&s1, "fcompact")?.lock().await?;
     let m = Mutex::new(&s2, "fcompact")?;
+    let watching = watchers(&etcd.endpoints())?;
     let waiter = tokio::spawn(async move { m.lock().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     let mut rev = 0;
     for i in 0..50 {
         rev = c.put("noise", i.to_string(), PutOptions::new()).await?.header.revision;

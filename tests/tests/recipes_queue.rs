@@ -183,8 +183,9 @@ async fn queue_waiting_and_cancelled_dequeue() -> Result<()> {
 
     let pq = PriorityQueue::new(&c, "waitprq")?;
     let reader = pq.clone();
+    let watching = etcd_tests::watchers(&etcd.endpoints())?;
     let waiting = tokio::spawn(async move { reader.dequeue().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    etcd_tests::wait_for_watchers(&etcd.endpoints(), watching + 1.0).await?;
     assert!(!waiting.is_finished());
     pq.enqueue("late", 7).await?;
     assert_eq!(tokio::time::timeout(Duration::from_secs(10), waiting).await???, "late");

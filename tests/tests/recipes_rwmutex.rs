@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use etcd_recipes::{Error, LockGuard, RwMutex, Session};
-use etcd_tests::{eventually, single, three};
+use etcd_tests::{eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, GetOptions};
 
 async fn connect(endpoints: &[String]) -> Result<Client> {
@@ -97,13 +97,15 @@ async fn rwmutex_readers_share_and_writers_queue() -> Result<()> {
     let r1 = RwMutex::new(&s1, "rw-order")?.read_lock().await?;
     let r2 = tokio::time::timeout(Duration::from_secs(5), RwMutex::new(&s2, "rw-order")?.read_lock()).await??;
     let w = RwMutex::new(&s3, "rw-order")?;
+    let watching = watchers(&etcd.endpoints())?;
     let writer = tokio::spawn(async move { w.write_lock().await });
     queued(&c, "rw-order/", 3).await?;
     let r = RwMutex::new(&s4, "rw-order")?;
     let late_reader = tokio::spawn(async move { r.read_lock().await });
     queued(&c, "rw-order/", 4).await?;
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both wait on their watches.
+    wait_for_watchers(&etcd.endpoints(), watching + 2.0).await?;
     assert!(!writer.is_finished() && !late_reader.is_finished());
     r1.unlock().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -152,12 +154,14 @@ async fn rwmutex_expired_waiter() -> Result<()> {
     let (s1, sw, s2) = (Session::new(&c).await?, Session::new(&c).await?, Session::new(&c).await?);
     let first = RwMutex::new(&s1, "rw-expired")?.read_lock().await?;
     let w = RwMutex::new(&sw, "rw-expired")?;
+    let watching = watchers(&etcd.endpoints())?;
     let writer = tokio::spawn(async move { w.write_lock().await });
     queued(&c, "rw-expired/", 2).await?;
     let r = RwMutex::new(&s2, "rw-expired")?;
     let second = tokio::spawn(async move { r.read_lock().await });
     queued(&c, "rw-expired/", 3).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The writer and the second reader both wait on their watches.
+    wait_for_watchers(&etcd.endpoints(), watching + 2.0).await?;
     assert!(!second.is_finished(), "the second reader waits behind the writer");
 
     sw.close().await?;
