@@ -14,6 +14,10 @@ use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::range::KeyRange;
 
 /// A key and its value, with etcd's revision bookkeeping.
+///
+/// `key` and `value` are [`Bytes`] views into the buffer their response was decoded from: cloning
+/// them copies nothing, and keeping one alive keeps that whole buffer alive (copy it with
+/// `Bytes::copy_from_slice` to keep a small piece of a large response).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct KeyValue {
@@ -43,14 +47,26 @@ impl KeyValue {
         }
     }
 
-    /// The key as UTF-8, lossily.
+    /// The key as UTF-8, lossily (invalid bytes become U+FFFD). See [`key_utf8`](Self::key_utf8)
+    /// for a view that fails instead.
     pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.key)
     }
 
-    /// The value as UTF-8, lossily.
+    /// The value as UTF-8, lossily (invalid bytes become U+FFFD). See
+    /// [`value_utf8`](Self::value_utf8) for a view that fails instead.
     pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.value)
+    }
+
+    /// The key as `&str`, or the UTF-8 error when it is not valid UTF-8. Copies nothing.
+    pub fn key_utf8(&self) -> std::result::Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.key)
+    }
+
+    /// The value as `&str`, or the UTF-8 error when it is not valid UTF-8. Copies nothing.
+    pub fn value_utf8(&self) -> std::result::Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.value)
     }
 }
 
@@ -454,6 +470,14 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_views_fail_where_the_lossy_ones_replace() {
+        let kv = KeyValue { key: Bytes::from_static(b"k\xff"), value: Bytes::from_static(b"v"), ..Default::default() };
+        assert_eq!(kv.key_str(), "k\u{fffd}");
+        assert!(kv.key_utf8().is_err());
+        assert_eq!(kv.value_utf8(), Ok("v"));
+    }
 
     #[test]
     fn encodes_get_options() {
