@@ -90,6 +90,40 @@ pub async fn wait_for_keys(client: &etcd_wire::Client, prefix: &str, n: i64) -> 
     .await
 }
 
+/// `tasks` tasks, each with its own session on `client`, increment an in-process counter with a
+/// deliberately racy read-yield-write under `strategy`'s lock `name`. Returns the final count:
+/// `tasks` unless two held the lock at once (an overlap loses an increment).
+pub async fn count_under_lock(
+    client: &etcd_wire::Client,
+    strategy: etcd_recipes::Strategy,
+    name: &str,
+    tasks: usize,
+) -> Result<u64> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let (client, counter, name) = (client.clone(), counter.clone(), name.to_owned());
+        running.push(tokio::spawn(async move {
+            let session = etcd_recipes::Session::new(&client).await?;
+            let lock = strategy.new_lock(&session, &name)?;
+            let guard = lock.lock().await?;
+            let seen = counter.load(Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            counter.store(seen + 1, Ordering::SeqCst);
+            guard.unlock().await?;
+            session.close().await?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in running {
+        tokio::time::timeout(Duration::from_secs(120), task).await.context("a task never got the lock")???;
+    }
+    Ok(counter.load(Ordering::SeqCst))
+}
+
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -2,8 +2,6 @@
 //! assigns its own watch IDs, coalesces watches, and answers no progress requests: watches with
 //! resume, leases and keep-alive, and every lock strategy and recipe.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -111,26 +109,8 @@ async fn grpc_proxy_every_lock_strategy_excludes() -> Result<()> {
     let s = setup()?;
     let c = Client::connect([s.proxy.url()], ClientOptions::default()).await?;
     for strategy in etcd_recipes::Strategy::ALL {
-        let counter = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (c, counter) = (c.clone(), counter.clone());
-            tasks.push(tokio::spawn(async move {
-                let session = etcd_recipes::Session::new(&c).await?;
-                let lock = strategy.new_lock(&session, "proxied")?;
-                let guard = lock.lock().await?;
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                guard.unlock().await?;
-                session.close().await?;
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            tokio::time::timeout(Duration::from_secs(120), t).await.context("a task never got the lock")???;
-        }
-        assert_eq!(counter.load(Ordering::SeqCst), 8, "{strategy}: two holders at once");
+        let count = etcd_tests::count_under_lock(&c, strategy, "proxied", 8).await?;
+        assert_eq!(count, 8, "{strategy}: two holders at once");
         // try_lock sees a holder of another session.
         let (a, b) = (etcd_recipes::Session::new(&c).await?, etcd_recipes::Session::new(&c).await?);
         let held = strategy.new_lock(&a, "proxied")?.lock().await?;

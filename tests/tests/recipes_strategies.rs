@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -24,27 +24,8 @@ async fn connect(etcd: &etcd_harness::EtcdCluster) -> Result<Client> {
 async fn hundred_tasks(strategy: Strategy) -> Result<()> {
     let etcd = single()?;
     let client = connect(&etcd).await?;
-    let counter = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..100 {
-        let (client, counter) = (client.clone(), counter.clone());
-        tasks.push(tokio::spawn(async move {
-            let session = Session::new(&client).await?;
-            let lock = strategy.new_lock(&session, "counter-lock")?;
-            let guard = lock.lock().await?;
-            let seen = counter.load(Ordering::SeqCst);
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            counter.store(seen + 1, Ordering::SeqCst);
-            guard.unlock().await?;
-            session.close().await?;
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t).await.context("a task never got the lock")???;
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), 100, "{strategy}: lost increments mean two holders at once");
+    let count = etcd_tests::count_under_lock(&client, strategy, "counter-lock", 100).await?;
+    assert_eq!(count, 100, "{strategy}: lost increments mean two holders at once");
     Ok(())
 }
 
