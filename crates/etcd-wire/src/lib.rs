@@ -9,7 +9,12 @@
 //! generated code is private and never appears in the typed API; the raw messages and tonic clients
 //! are reachable through [`pb`] for callers who need the wire types directly.
 //!
+//! Switching from the `etcd-client` crate or Go's `clientv3`? [`migration`] maps every call.
+//!
 //! # Retries
+//! A read whose member does not answer within the request timeout is sent once more, to another
+//! member, and that member is left for a cool-down.
+//!
 //! Read-only requests (get, read-only txn, lease time-to-live and list, member list, status, ...)
 //! are retried on `Unavailable` with jittered exponential backoff, on the next member. Requests that
 //! change state (put, delete, txn with writes, lease grant/revoke, lock, ...) are retried only when
@@ -70,6 +75,12 @@ pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
 pub use watch::{Event, EventKind, WATCH_BUFFER_BYTES, WatchOptions, WatchResponse, Watcher};
+
+/// Coming from the `etcd-client` crate or Go's `clientv3` / `concurrency`: every call and where
+/// it is here, with the behaviour that differs.
+///
+#[doc = include_str!("../MIGRATION.md")]
+pub mod migration {}
 
 pub mod pb {
     //! The raw protobuf messages and tonic clients, one module per protobuf package.
