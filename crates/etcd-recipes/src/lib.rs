@@ -83,3 +83,8 @@ pub use session::{DEFAULT_TTL, Session, SessionBuilder, SessionEnd};
 pub use stm::{Isolation, Stm, StmOptions, stm, stm_with};
 pub use trace::{OpStats, TraceEvent, TraceKind, Tracer};
 pub use ttl_lock::LeaseTtlLock;
+
+/// The crate README's program, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -109,3 +109,8 @@ pub mod pb {
         pub use crate::generated::v3electionpb::*;
     }
 }
+
+/// The crate README's program, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
