@@ -153,9 +153,10 @@ async fn crashed_holder(strategy: Strategy) -> Result<()> {
     let lock = strategy.new_lock(&session, "crash")?;
     assert!(lock.try_lock().await.is_err(), "{strategy}: the holder holds the lock");
 
+    // Timed from before the kill, so a slow reap on a busy machine can only lengthen `waited`.
+    let killed = Instant::now();
     holder.kill()?;
     holder.wait()?;
-    let killed = Instant::now();
     let guard = tokio::time::timeout(Duration::from_secs(TTL as u64 + 10), lock.lock()).await.context("deadlock")??;
     let waited = killed.elapsed();
     // The lease was refreshed at most TTL/3 before the kill, so it cannot expire sooner than 2/3 TTL.
