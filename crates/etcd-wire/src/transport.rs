@@ -6,9 +6,10 @@
 //! recently failed (`Unavailable`, or no answer within the request timeout) until their cool-down
 //! passes (or, when every member is cooling down, the one back soonest). The cool-down doubles
 //! with each failure in a row, from 1 s up to 8 s, so a dead or black-holed member costs at
-//! most one failed attempt per cool-down, and is back within 8 s of recovering. A sync (auto-sync) replaces the endpoints with the members'
-//! advertised URLs but keeps the seeds as a fallback, so advertised URLs the client cannot reach
-//! never strand it.
+//! most one failed attempt per cool-down, and is back within 8 s of recovering.
+//!
+//! A sync (auto-sync) replaces the endpoints with the members' advertised URLs but keeps the
+//! seeds as a fallback, so advertised URLs the client cannot reach never strand it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
