@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use etcd_tests::{single, three};
-use etcd_wire::{Client, ClientOptions, Error, GetOptions, PutOptions};
+use etcd_wire::{Client, ClientOptions, Compare, CompareOp, Error, GetOptions, PutOptions, Txn, TxnOp};
 
 #[tokio::test]
 async fn malformed_endpoints_fail_before_connecting() {
@@ -154,6 +154,29 @@ async fn blackholed_member_is_left_within_one_timeout_and_rejoins_after_it_recov
     // Bounded only so that a regression fails instead of hanging: 8 s (the longest cool-down)
     // and a few timeouts suffice.
     tokio::time::timeout(Duration::from_secs(120), found_again).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_member_read_only_txns_fail_over() -> Result<()> {
+    // A read-only Txn runs detached (it is never cancelled on the server, etcd-io/etcd#14110), but
+    // it must still leave a silent member like any read: sent once more elsewhere, not failed.
+    let etcd = three()?;
+    etcd.wait_for_leader(Duration::from_secs(20))?;
+    let ps = proxies(&etcd)?;
+    let timeout = Duration::from_secs(1);
+    let options = ClientOptions::default().with_request_timeout(Some(timeout));
+    let c = Client::connect(ps.iter().map(|p| p.url()), options).await?;
+    c.put("k", "v", PutOptions::new()).await?;
+    ps[0].set_blackhole(true);
+    for _ in 0..6 {
+        let read = Txn::new()
+            .when([Compare::version("k", CompareOp::Greater, 0)])
+            .and_then([TxnOp::get("k", GetOptions::new())]);
+        let resp = c.txn(read).await?;
+        assert!(resp.succeeded);
+        assert_eq!(resp.gets().next().map(|g| g.count), Some(1));
+    }
     Ok(())
 }
 

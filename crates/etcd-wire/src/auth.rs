@@ -10,12 +10,13 @@
 
 use bytes::Bytes;
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::ResponseHeader;
 use crate::pb::authpb;
-use crate::pb::etcdserverpb::{self as pb, auth_client::AuthClient};
+use crate::pb::etcdserverpb as pb;
 use crate::range::prefix_range_end;
+use crate::rpc::{Call, stub};
+use crate::types::ResponseHeader;
 
 /// What a [`Permission`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,11 +169,9 @@ macro_rules! header_only {
     ($self:ident, $rpc:literal, $idem:ident, $method:ident, $req:expr) => {{
         let req = $req;
         let r = $self
-            .unary($rpc, Idempotency::$idem, |ch, meta| {
+            .call(Call::new($rpc, crate::rpc::Idempotency::$idem), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    AuthClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).$method(meta.request(req)).await
-                }
+                async move { stub::auth(ch).$method(meta.request(req)).await }
             })
             .await?;
         Ok(ResponseHeader::from_pb(r.header))
@@ -195,11 +194,8 @@ impl Client {
     /// 3.4 has no such RPC and answers with an [`Error::Server`] of code `Unimplemented`.
     pub async fn auth_status(&self) -> Result<AuthStatusResponse> {
         let r = self
-            .unary("AuthStatus", Idempotency::ReadOnly, |ch, meta| async move {
-                AuthClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .auth_status(meta.request(pb::AuthStatusRequest {}))
-                    .await
+            .call(Call::read("AuthStatus"), |ch, meta| async move {
+                stub::auth(ch).auth_status(meta.request(pb::AuthStatusRequest {})).await
             })
             .await?;
         Ok(AuthStatusResponse {
@@ -241,11 +237,9 @@ impl Client {
         non_empty("user", &name)?;
         let req = pb::AuthUserGetRequest { name };
         let r = self
-            .unary("UserGet", Idempotency::ReadOnly, |ch, meta| {
+            .call(Call::read("UserGet"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    AuthClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).user_get(meta.request(req)).await
-                }
+                async move { stub::auth(ch).user_get(meta.request(req)).await }
             })
             .await?;
         Ok(UserGetResponse { header: ResponseHeader::from_pb(r.header), roles: r.roles })
@@ -254,11 +248,8 @@ impl Client {
     /// Every user's name.
     pub async fn user_list(&self) -> Result<UserListResponse> {
         let r = self
-            .unary("UserList", Idempotency::ReadOnly, |ch, meta| async move {
-                AuthClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .user_list(meta.request(pb::AuthUserListRequest {}))
-                    .await
+            .call(Call::read("UserList"), |ch, meta| async move {
+                stub::auth(ch).user_list(meta.request(pb::AuthUserListRequest {})).await
             })
             .await?;
         Ok(UserListResponse { header: ResponseHeader::from_pb(r.header), users: r.users })
@@ -315,11 +306,9 @@ impl Client {
         non_empty("role", &role)?;
         let req = pb::AuthRoleGetRequest { role };
         let r = self
-            .unary("RoleGet", Idempotency::ReadOnly, |ch, meta| {
+            .call(Call::read("RoleGet"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    AuthClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).role_get(meta.request(req)).await
-                }
+                async move { stub::auth(ch).role_get(meta.request(req)).await }
             })
             .await?;
         Ok(RoleGetResponse {
@@ -331,11 +320,8 @@ impl Client {
     /// Every role's name.
     pub async fn role_list(&self) -> Result<RoleListResponse> {
         let r = self
-            .unary("RoleList", Idempotency::ReadOnly, |ch, meta| async move {
-                AuthClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .role_list(meta.request(pb::AuthRoleListRequest {}))
-                    .await
+            .call(Call::read("RoleList"), |ch, meta| async move {
+                stub::auth(ch).role_list(meta.request(pb::AuthRoleListRequest {})).await
             })
             .await?;
         Ok(RoleListResponse { header: ResponseHeader::from_pb(r.header), roles: r.roles })

@@ -1,14 +1,12 @@
 //! Cluster membership: list, add (also as learner), remove, update, promote; and the endpoint
-//! auto-sync that keeps a client's member list current.
+//! auto-sync that keeps a client's member list current
+//! (its task lives in the call layer, which owns the members).
 
-use std::sync::Weak;
-use std::time::Duration;
-
-use crate::client::{Client, Idempotency, Inner, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::ResponseHeader;
-use crate::namespace::Namespace;
-use crate::pb::etcdserverpb::{self as pb, cluster_client::ClusterClient};
+use crate::pb::etcdserverpb as pb;
+use crate::rpc::{Call, stub};
+use crate::types::ResponseHeader;
 
 /// One member of the cluster, as `MemberList` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,11 +60,8 @@ impl Client {
     /// Lists the members. `linearizable` reads through the leader; otherwise the answering member's view.
     pub async fn member_list(&self, linearizable: bool) -> Result<MembersResponse> {
         let r = self
-            .unary("MemberList", Idempotency::ReadOnly, |ch, meta| async move {
-                ClusterClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .member_list(meta.request(pb::MemberListRequest { linearizable }))
-                    .await
+            .call(Call::read("MemberList"), |ch, meta| async move {
+                stub::cluster(ch).member_list(meta.request(pb::MemberListRequest { linearizable })).await
             })
             .await?;
         Ok(members(r.header, None, r.members))
@@ -79,14 +74,9 @@ impl Client {
         }
         let req = pb::MemberAddRequest { peer_ur_ls: peer_urls, is_learner: learner };
         let r = self
-            .unary("MemberAdd", Idempotency::Write, |ch, meta| {
+            .call(Call::write("MemberAdd"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ClusterClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .member_add(meta.request(req))
-                        .await
-                }
+                async move { stub::cluster(ch).member_add(meta.request(req)).await }
             })
             .await?;
         Ok(members(r.header, r.member, r.members))
@@ -95,11 +85,8 @@ impl Client {
     /// Removes the member `id`.
     pub async fn member_remove(&self, id: u64) -> Result<MembersResponse> {
         let r = self
-            .unary("MemberRemove", Idempotency::Write, |ch, meta| async move {
-                ClusterClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .member_remove(meta.request(pb::MemberRemoveRequest { id }))
-                    .await
+            .call(Call::write("MemberRemove"), |ch, meta| async move {
+                stub::cluster(ch).member_remove(meta.request(pb::MemberRemoveRequest { id })).await
             })
             .await?;
         Ok(members(r.header, None, r.members))
@@ -112,14 +99,9 @@ impl Client {
         }
         let req = pb::MemberUpdateRequest { id, peer_ur_ls: peer_urls };
         let r = self
-            .unary("MemberUpdate", Idempotency::Write, |ch, meta| {
+            .call(Call::write("MemberUpdate"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ClusterClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .member_update(meta.request(req))
-                        .await
-                }
+                async move { stub::cluster(ch).member_update(meta.request(req)).await }
             })
             .await?;
         Ok(members(r.header, None, r.members))
@@ -128,11 +110,8 @@ impl Client {
     /// Promotes the learner `id` to a voting member (it must have caught up with the leader).
     pub async fn member_promote(&self, id: u64) -> Result<MembersResponse> {
         let r = self
-            .unary("MemberPromote", Idempotency::Write, |ch, meta| async move {
-                ClusterClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .member_promote(meta.request(pb::MemberPromoteRequest { id }))
-                    .await
+            .call(Call::write("MemberPromote"), |ch, meta| async move {
+                stub::cluster(ch).member_promote(meta.request(pb::MemberPromoteRequest { id })).await
             })
             .await?;
         Ok(members(r.header, None, r.members))
@@ -142,24 +121,6 @@ impl Client {
     /// returns them. The endpoints given to `connect` stay behind them as a fallback: when no
     /// advertised URL can be reached (members behind NAT or a load balancer), calls go there.
     pub async fn sync_endpoints(&self) -> Result<Vec<String>> {
-        let list = self.member_list(false).await?;
-        let urls: Vec<String> =
-            list.members.iter().filter(|m| !m.is_learner).flat_map(|m| m.client_urls.iter().cloned()).collect();
-        self.inner.pool.set_urls(&urls, &self.inner.options)?;
-        Ok(self.inner.pool.urls())
+        self.core().sync_endpoints().await
     }
-}
-
-/// Refreshes the endpoints every `every` until the last clone of the client is dropped.
-pub(crate) fn spawn_auto_sync(inner: Weak<Inner>, every: Duration) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(inner) = inner.upgrade() else { return };
-            let client = Client { inner, ns: Namespace::default() };
-            if let Err(e) = client.sync_endpoints().await {
-                tracing::debug!(error = %e, "endpoint auto-sync failed; keeping the current endpoints");
-            }
-        }
-    });
 }

@@ -15,11 +15,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::{KeyValue, ResponseHeader};
 use crate::namespace::Namespace;
-use crate::pb::v3electionpb::{self as pb, election_client::ElectionClient};
+use crate::pb::v3electionpb as pb;
+use crate::rpc::{Call, stub};
+use crate::types::{KeyValue, ResponseHeader};
 
 /// Proof of leadership returned by [`Client::campaign`]; needed to proclaim and resign.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -115,14 +116,9 @@ impl Client {
         }
         let req = pb::CampaignRequest { name: self.ns.key(name), lease, value: value.into() };
         let r = self
-            .unary_with("Campaign", Idempotency::Write, None, |ch, meta| {
+            .call(Call::write("Campaign").timeout(None), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ElectionClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .campaign(meta.request(req))
-                        .await
-                }
+                async move { stub::election(ch).campaign(meta.request(req)).await }
             })
             .await?;
         let leader =
@@ -136,14 +132,9 @@ impl Client {
         check_name(&leader.name)?;
         let req = pb::ProclaimRequest { leader: Some(leader.to_pb(&self.ns)), value: value.into() };
         let r = self
-            .unary("Proclaim", Idempotency::Write, |ch, meta| {
+            .call(Call::write("Proclaim"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ElectionClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .proclaim(meta.request(req))
-                        .await
-                }
+                async move { stub::election(ch).proclaim(meta.request(req)).await }
             })
             .await?;
         Ok(ResponseHeader::from_pb(r.header))
@@ -156,14 +147,9 @@ impl Client {
         check_name(&name)?;
         let req = pb::LeaderRequest { name: self.ns.key(name) };
         let r = self
-            .unary("Leader", Idempotency::ReadOnly, |ch, meta| {
+            .call(Call::read("Leader"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ElectionClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .leader(meta.request(req))
-                        .await
-                }
+                async move { stub::election(ch).leader(meta.request(req)).await }
             })
             .await;
         match r {
@@ -180,14 +166,9 @@ impl Client {
         check_name(&name)?;
         let req = pb::LeaderRequest { name: self.ns.key(name) };
         let inner = self
-            .unary_with("Observe", Idempotency::ReadOnly, None, |ch, meta| {
+            .call(Call::read("Observe").timeout(None), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ElectionClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .observe(meta.request(req))
-                        .await
-                }
+                async move { stub::election(ch).observe(meta.request(req)).await }
             })
             .await?;
         Ok(ObserveStream { inner, ns: self.ns.clone(), done: false })
@@ -199,14 +180,9 @@ impl Client {
         check_name(&leader.name)?;
         let req = pb::ResignRequest { leader: Some(leader.to_pb(&self.ns)) };
         let r = self
-            .unary("Resign", Idempotency::Write, |ch, meta| {
+            .call(Call::write("Resign"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    ElectionClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .resign(meta.request(req))
-                        .await
-                }
+                async move { stub::election(ch).resign(meta.request(req)).await }
             })
             .await?;
         Ok(ResponseHeader::from_pb(r.header))

@@ -235,7 +235,7 @@ impl From<Status> for Error {
         let transport = std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>());
         if transport && status.code() != Code::Unavailable {
             let cause = match std::error::Error::source(&status) {
-                Some(source) => format!("{}: {}", status.message(), crate::transport::chain(source)),
+                Some(source) => format!("{}: {}", status.message(), chain(source)),
                 None => status.message().to_owned(),
             };
             return Error::Unavailable { status: Box::new(Status::unavailable(cause)) };
@@ -303,6 +303,21 @@ pub(crate) fn never_sent(status: &Status) -> bool {
         source = err.source();
     }
     texts.iter().any(|t| t.contains("tcp connect error") || t.contains("error trying to connect"))
+}
+
+/// An error and all its sources, joined: transport errors say little at the top.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -6,95 +6,13 @@
 
 use bytes::Bytes;
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::range::KeyRange;
-
-/// A key and its value, with etcd's revision bookkeeping.
-///
-/// `key` and `value` are [`Bytes`] views into the buffer their response was decoded from: cloning
-/// them copies nothing, and keeping one alive keeps that whole buffer alive (copy it with
-/// `Bytes::copy_from_slice` to keep a small piece of a large response).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct KeyValue {
-    /// The key (namespace prefix stripped).
-    pub key: Bytes,
-    /// The value (empty with `keys_only`).
-    pub value: Bytes,
-    /// Revision of the key's last creation.
-    pub create_revision: i64,
-    /// Revision of the key's last modification.
-    pub mod_revision: i64,
-    /// Number of modifications since creation (1 after creation; a delete resets it).
-    pub version: i64,
-    /// Lease the key is attached to, 0 for none.
-    pub lease: i64,
-}
-
-impl KeyValue {
-    pub(crate) fn from_pb(kv: crate::pb::mvccpb::KeyValue, ns: &Namespace) -> Self {
-        KeyValue {
-            key: ns.strip(kv.key),
-            value: kv.value,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            lease: kv.lease,
-        }
-    }
-
-    /// The key as UTF-8, lossily (invalid bytes become U+FFFD). See [`key_utf8`](Self::key_utf8)
-    /// for a view that fails instead.
-    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.key)
-    }
-
-    /// The value as UTF-8, lossily (invalid bytes become U+FFFD). See
-    /// [`value_utf8`](Self::value_utf8) for a view that fails instead.
-    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.value)
-    }
-
-    /// The key as `&str`, or the UTF-8 error when it is not valid UTF-8. Copies nothing.
-    pub fn key_utf8(&self) -> std::result::Result<&str, std::str::Utf8Error> {
-        std::str::from_utf8(&self.key)
-    }
-
-    /// The value as `&str`, or the UTF-8 error when it is not valid UTF-8. Copies nothing.
-    pub fn value_utf8(&self) -> std::result::Result<&str, std::str::Utf8Error> {
-        std::str::from_utf8(&self.value)
-    }
-}
-
-/// Which cluster and member answered, at what store revision and raft term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct ResponseHeader {
-    /// The cluster's ID.
-    pub cluster_id: u64,
-    /// The answering member's ID.
-    pub member_id: u64,
-    /// The key-value store revision when the request was applied.
-    pub revision: i64,
-    /// The raft term when the request was applied.
-    pub raft_term: u64,
-}
-
-impl ResponseHeader {
-    pub(crate) fn from_pb(h: Option<pb::ResponseHeader>) -> Self {
-        let h = h.unwrap_or_default();
-        ResponseHeader {
-            cluster_id: h.cluster_id,
-            member_id: h.member_id,
-            revision: h.revision,
-            raft_term: h.raft_term,
-        }
-    }
-}
+use crate::rpc::{Call, stub};
+use crate::types::{KeyValue, ResponseHeader};
 
 /// Sort order of a [`Client::get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -409,9 +327,9 @@ impl Client {
     pub async fn get(&self, key: impl Into<Bytes>, options: GetOptions) -> Result<GetResponse> {
         let req = options.to_pb(key.into(), &self.ns)?;
         let resp = self
-            .unary("Range", Idempotency::ReadOnly, |ch, meta| {
+            .call(Call::read("Range"), |ch, meta| {
                 let req = req.clone();
-                async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).range(meta.request(req)).await }
+                async move { stub::kv(ch).range(meta.request(req)).await }
             })
             .await?;
         Ok(GetResponse::from_pb(resp, &self.ns))
@@ -426,9 +344,9 @@ impl Client {
     ) -> Result<PutResponse> {
         let req = options.to_pb(key.into(), value.into(), &self.ns)?;
         let resp = self
-            .unary("Put", Idempotency::Write, |ch, meta| {
+            .call(Call::write("Put"), |ch, meta| {
                 let req = req.clone();
-                async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).put(meta.request(req)).await }
+                async move { stub::kv(ch).put(meta.request(req)).await }
             })
             .await?;
         Ok(PutResponse::from_pb(resp, &self.ns))
@@ -438,14 +356,9 @@ impl Client {
     pub async fn delete(&self, key: impl Into<Bytes>, options: DeleteOptions) -> Result<DeleteResponse> {
         let req = options.to_pb(key.into(), &self.ns)?;
         let resp = self
-            .unary("DeleteRange", Idempotency::Write, |ch, meta| {
+            .call(Call::write("DeleteRange"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    KvClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .delete_range(meta.request(req))
-                        .await
-                }
+                async move { stub::kv(ch).delete_range(meta.request(req)).await }
             })
             .await?;
         Ok(DeleteResponse::from_pb(resp, &self.ns))
@@ -459,9 +372,7 @@ impl Client {
         }
         let req = pb::CompactionRequest { revision, physical };
         let resp = self
-            .unary("Compact", Idempotency::Write, |ch, meta| async move {
-                KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).compact(meta.request(req)).await
-            })
+            .call(Call::write("Compact"), |ch, meta| async move { stub::kv(ch).compact(meta.request(req)).await })
             .await?;
         Ok(ResponseHeader::from_pb(resp.header))
     }

@@ -51,30 +51,35 @@ mod maintenance;
 mod namespace;
 mod options;
 mod range;
+mod rpc;
+mod streams;
 mod tls_refusal;
 mod transport;
 mod txn;
+mod types;
 mod watch;
+
+#[cfg(test)]
+mod layers;
 
 pub use auth::{
     AuthStatusResponse, Permission, PermissionKind, RoleGetResponse, RoleListResponse, UserGetResponse,
     UserListResponse,
 };
-pub use client::{Client, MAX_RESPONSE_BYTES};
+pub use client::Client;
 pub use cluster::{MemberInfo, MembersResponse};
 pub use election::{LeaderKey, ObserveStream};
 pub use error::{Error, Result};
-pub use kv::{
-    DeleteOptions, DeleteResponse, GetOptions, GetResponse, KeyValue, PutOptions, PutResponse, ResponseHeader,
-    SortOrder, SortTarget,
-};
-pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrantResponse, LeaseLost, LeaseTimeToLive};
+pub use kv::{DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse, SortOrder, SortTarget};
+pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrantResponse, LeaseTimeToLive};
 pub use lock::LockResponse;
 pub use maintenance::{Alarm, AlarmKind, AlarmResponse, HashKvResponse, SnapshotStream, StatusResponse};
 pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
+pub use rpc::MAX_RESPONSE_BYTES;
 pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResponse, TxnResponse};
-pub use watch::{Event, EventKind, WATCH_BUFFER_BYTES, WatchOptions, WatchResponse, Watcher};
+pub use types::{Event, EventKind, KeyValue, LeaseLost, ResponseHeader, WatchResponse};
+pub use watch::{WATCH_BUFFER_BYTES, WatchOptions, Watcher};
 
 /// Coming from the `etcd-client` crate or Go's `clientv3` / `concurrency`: every call and where
 /// it is here, with the behaviour that differs.

@@ -11,10 +11,11 @@
 
 use bytes::Bytes;
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::ResponseHeader;
-use crate::pb::v3lockpb::{self as pb, lock_client::LockClient};
+use crate::pb::v3lockpb as pb;
+use crate::rpc::{Call, stub};
+use crate::types::ResponseHeader;
 
 /// Answer to [`Client::lock`]: the caller owns the lock.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,11 +46,9 @@ impl Client {
         }
         let req = pb::LockRequest { name: self.ns.key(name), lease };
         let r = self
-            .unary_with("Lock", Idempotency::Write, None, |ch, meta| {
+            .call(Call::write("Lock").timeout(None), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    LockClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).lock(meta.request(req)).await
-                }
+                async move { stub::lock(ch).lock(meta.request(req)).await }
             })
             .await?;
         Ok(LockResponse { header: ResponseHeader::from_pb(r.header), key: self.ns.strip(r.key) })
@@ -64,11 +63,9 @@ impl Client {
         }
         let req = pb::UnlockRequest { key: self.ns.key(key) };
         let r = self
-            .unary("Unlock", Idempotency::Write, |ch, meta| {
+            .call(Call::write("Unlock"), |ch, meta| {
                 let req = req.clone();
-                async move {
-                    LockClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).unlock(meta.request(req)).await
-                }
+                async move { stub::lock(ch).unlock(meta.request(req)).await }
             })
             .await?;
         Ok(ResponseHeader::from_pb(r.header))

@@ -10,17 +10,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES, Meta, needs_new_token};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::ResponseHeader;
-use crate::pb::etcdserverpb::{self as pb, maintenance_client::MaintenanceClient};
+use crate::pb::etcdserverpb as pb;
+use crate::rpc::{Call, Meta, stub};
+use crate::types::ResponseHeader;
 
 /// One member's view of itself and the cluster, as `Status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -253,11 +253,8 @@ impl Client {
     /// The status of the member the balancer picks (see [`Client::status_of`] to choose).
     pub async fn status(&self) -> Result<StatusResponse> {
         let r = self
-            .unary("Status", Idempotency::ReadOnly, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .status(meta.request(pb::StatusRequest {}))
-                    .await
+            .call(Call::read("Status"), |ch, meta| async move {
+                stub::maintenance(ch).status(meta.request(pb::StatusRequest {})).await
             })
             .await?;
         Ok(StatusResponse::from_pb(r))
@@ -266,13 +263,9 @@ impl Client {
     /// The status of the member at `endpoint` (`host:port` or a URL, like
     /// [`Client::connect`]'s endpoints).
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse> {
-        let timeout = self.inner.options.request_timeout;
         let r = self
-            .on_endpoint(endpoint, timeout, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .status(meta.request(pb::StatusRequest {}))
-                    .await
+            .on_endpoint(endpoint, Call::read("Status"), |ch, meta| async move {
+                stub::maintenance(ch).status(meta.request(pb::StatusRequest {})).await
             })
             .await?;
         Ok(StatusResponse::from_pb(r))
@@ -294,9 +287,7 @@ impl Client {
             alarm: pb::AlarmType::None as i32,
         };
         let r = self
-            .unary("Alarm", Idempotency::ReadOnly, |ch, meta| async move {
-                MaintenanceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).alarm(meta.request(req)).await
-            })
+            .call(Call::read("Alarm"), |ch, meta| async move { stub::maintenance(ch).alarm(meta.request(req)).await })
             .await?;
         Ok(AlarmResponse::from_pb(r))
     }
@@ -310,9 +301,7 @@ impl Client {
             alarm: kind.to_pb(),
         };
         let r = self
-            .unary("Alarm", Idempotency::Write, |ch, meta| async move {
-                MaintenanceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).alarm(meta.request(req)).await
-            })
+            .call(Call::write("Alarm"), |ch, meta| async move { stub::maintenance(ch).alarm(meta.request(req)).await })
             .await?;
         Ok(AlarmResponse::from_pb(r))
     }
@@ -323,11 +312,8 @@ impl Client {
     /// timeout (a large database takes a while). (etcd's answer carries no header, so there is
     /// nothing to return.)
     pub async fn defragment(&self) -> Result<()> {
-        self.unary_with("Defragment", Idempotency::Write, None, |ch, meta| async move {
-            MaintenanceClient::new(ch)
-                .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                .defragment(meta.request(pb::DefragmentRequest {}))
-                .await
+        self.call(Call::write("Defragment").timeout(None), |ch, meta| async move {
+            stub::maintenance(ch).defragment(meta.request(pb::DefragmentRequest {})).await
         })
         .await?;
         Ok(())
@@ -335,11 +321,8 @@ impl Client {
 
     /// Defragments the member at `endpoint` (see [`Client::defragment`]).
     pub async fn defragment_of(&self, endpoint: &str) -> Result<()> {
-        self.on_endpoint(endpoint, None, |ch, meta| async move {
-            MaintenanceClient::new(ch)
-                .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                .defragment(meta.request(pb::DefragmentRequest {}))
-                .await
+        self.on_endpoint(endpoint, Call::write("Defragment").timeout(None), |ch, meta| async move {
+            stub::maintenance(ch).defragment(meta.request(pb::DefragmentRequest {})).await
         })
         .await?;
         Ok(())
@@ -350,11 +333,8 @@ impl Client {
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         check_revision(revision)?;
         let r = self
-            .unary("HashKV", Idempotency::ReadOnly, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .hash_kv(meta.request(pb::HashKvRequest { revision }))
-                    .await
+            .call(Call::read("HashKV"), |ch, meta| async move {
+                stub::maintenance(ch).hash_kv(meta.request(pb::HashKvRequest { revision })).await
             })
             .await?;
         Ok(hash_kv_response(r))
@@ -363,13 +343,9 @@ impl Client {
     /// [`Client::hash_kv`] on the member at `endpoint`.
     pub async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKvResponse> {
         check_revision(revision)?;
-        let timeout = self.inner.options.request_timeout;
         let r = self
-            .on_endpoint(endpoint, timeout, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .hash_kv(meta.request(pb::HashKvRequest { revision }))
-                    .await
+            .on_endpoint(endpoint, Call::read("HashKV"), |ch, meta| async move {
+                stub::maintenance(ch).hash_kv(meta.request(pb::HashKvRequest { revision })).await
             })
             .await?;
         Ok(hash_kv_response(r))
@@ -380,11 +356,8 @@ impl Client {
     /// the request timeout.
     pub async fn snapshot(&self) -> Result<SnapshotStream> {
         let inner = self
-            .unary_with("Snapshot", Idempotency::ReadOnly, None, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .snapshot(meta.request(pb::SnapshotRequest {}))
-                    .await
+            .call(Call::read("Snapshot").timeout(None), |ch, meta| async move {
+                stub::maintenance(ch).snapshot(meta.request(pb::SnapshotRequest {})).await
             })
             .await?;
         Ok(SnapshotStream { inner, remaining: None, received: 0, done: false })
@@ -393,11 +366,8 @@ impl Client {
     /// [`Client::snapshot`] of the member at `endpoint`.
     pub async fn snapshot_of(&self, endpoint: &str) -> Result<SnapshotStream> {
         let inner = self
-            .on_endpoint(endpoint, None, |ch, meta| async move {
-                MaintenanceClient::new(ch)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .snapshot(meta.request(pb::SnapshotRequest {}))
-                    .await
+            .on_endpoint(endpoint, Call::read("Snapshot").timeout(None), |ch, meta| async move {
+                stub::maintenance(ch).snapshot(meta.request(pb::SnapshotRequest {})).await
             })
             .await?;
         Ok(SnapshotStream { inner, remaining: None, received: 0, done: false })
@@ -419,21 +389,14 @@ impl Client {
             .map(|(url, _)| url.clone());
         match leader {
             Some(url) => {
-                let timeout = self.inner.options.request_timeout;
-                self.on_endpoint(&url, timeout, |ch, meta| async move {
-                    MaintenanceClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .move_leader(meta.request(req))
-                        .await
+                self.on_endpoint(&url, Call::write("MoveLeader"), |ch, meta| async move {
+                    stub::maintenance(ch).move_leader(meta.request(req)).await
                 })
                 .await?;
             }
             None => {
-                self.unary("MoveLeader", Idempotency::Write, |ch, meta| async move {
-                    MaintenanceClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .move_leader(meta.request(req))
-                        .await
+                self.call(Call::write("MoveLeader"), |ch, meta| async move {
+                    stub::maintenance(ch).move_leader(meta.request(req)).await
                 })
                 .await?;
             }
@@ -441,37 +404,16 @@ impl Client {
         Ok(())
     }
 
-    /// Runs one RPC on the member at `endpoint`: no balancing and no retry on another member, but
-    /// the client's token (refreshed once if the server rejects it) and `hasleader` setting.
-    async fn on_endpoint<T, F, Fut>(&self, endpoint: &str, timeout: Option<Duration>, mut call: F) -> Result<T>
+    /// Runs one RPC on the member at `endpoint` under the client's policy, but with no
+    /// balancing and no retry on another member (see [`Call::to`]).
+    async fn on_endpoint<T, F, Fut>(&self, endpoint: &str, how: Call, send: F) -> Result<T>
     where
+        T: Send + 'static,
         F: FnMut(Channel, Meta) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>> + Send + 'static,
     {
-        let channel = self.endpoint_channel(endpoint).await?;
-        let mut refreshed = false;
-        loop {
-            let meta = self.meta(timeout);
-            let generation = meta.generation;
-            let fut = call(channel.clone(), meta);
-            let result = match timeout {
-                Some(after) => tokio::time::timeout(after, fut).await.map_err(|_| Error::Timeout { after })?,
-                None => fut.await,
-            };
-            match result {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if needs_new_token(&status) && self.inner.options.credentials.is_some() && !refreshed => {
-                    refreshed = true;
-                    self.refresh_token(generation).await?;
-                }
-                Err(status) => return Err(status.into()),
-            }
-        }
-    }
-
-    /// A connection to exactly `endpoint` (the pool's, when it is one of the client's members).
-    async fn endpoint_channel(&self, endpoint: &str) -> Result<Channel> {
-        self.inner.pool.channel_for(endpoint, &self.inner.options).await
+        let channel = self.core().pool.channel_for(endpoint, &self.core().options).await?;
+        self.call(how.to(channel), send).await
     }
 }
 

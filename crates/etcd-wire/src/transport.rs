@@ -19,7 +19,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, chain};
 use crate::options::ClientOptions;
 
 /// How long a member that failed once stays out of the rotation; each further failure in a row
@@ -348,21 +348,6 @@ fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
         ep = ep.tls_config(config).map_err(|e| Error::Tls { reason: chain(&e) })?;
     }
     Ok(ep)
-}
-
-/// An error and all its sources, joined: transport errors say little at the top.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -18,14 +18,15 @@
 //! ```
 
 use bytes::Bytes;
-use tracing::Instrument;
 
-use crate::client::{Client, Idempotency, MAX_RESPONSE_BYTES};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::kv::{DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse, ResponseHeader};
+use crate::kv::{DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse};
 use crate::namespace::Namespace;
-use crate::pb::etcdserverpb::{self as pb, compare, kv_client::KvClient, request_op, response_op};
+use crate::pb::etcdserverpb::{self as pb, compare, request_op, response_op};
 use crate::range::prefix_range_end;
+use crate::rpc::{Call, stub};
+use crate::types::ResponseHeader;
 
 /// How a [`Compare`] relates the key's field to the given value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,40 +306,17 @@ impl Client {
     /// server could see, and the request timeout is applied to waiting for that task.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let req = txn.to_pb(&self.ns)?;
-        if !txn.is_read_only() {
-            let resp = self.txn_pb(req, Idempotency::Write, self.options().request_timeout).await?;
-            return Ok(TxnResponse::from_pb(resp, &self.ns));
-        }
-        let client = self.clone();
-        let call = tokio::spawn(async move { client.txn_pb(req, Idempotency::ReadOnly, None).await }.in_current_span());
-        let resp = match self.options().request_timeout {
-            Some(after) => tokio::time::timeout(after, call).await.map_err(|_| Error::Timeout { after })?,
-            None => call.await,
+        let how = match txn.is_read_only() {
+            true => Call::read("Txn").detached(),
+            false => Call::write("Txn"),
         };
-        let resp = match resp {
-            Ok(resp) => resp?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only when the runtime is shutting down.
-            Err(_) => {
-                return Err(Error::Unavailable {
-                    status: Box::new(tonic::Status::unavailable("the runtime is shutting down")),
-                });
-            }
-        };
+        let resp = self
+            .call(how, |ch, meta| {
+                let req = req.clone();
+                async move { stub::kv(ch).txn(meta.request(req)).await }
+            })
+            .await?;
         Ok(TxnResponse::from_pb(resp, &self.ns))
-    }
-
-    async fn txn_pb(
-        &self,
-        req: pb::TxnRequest,
-        idem: Idempotency,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<pb::TxnResponse> {
-        self.unary_with("Txn", idem, timeout, |ch, meta| {
-            let req = req.clone();
-            async move { KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES).txn(meta.request(req)).await }
-        })
-        .await
     }
 }
 
