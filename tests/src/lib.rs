@@ -11,6 +11,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use etcd_harness;
 
+pub mod broken;
+pub mod history;
 pub mod lockset;
 
 /// Starts a single-member cluster of the version named by `ETCD_VERSION`.
@@ -61,6 +63,24 @@ pub fn metric(url: &str, name: &str) -> Result<f64> {
     conn.read_to_string(&mut text)?;
     let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).context("no such metric")?;
     Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+}
+
+/// How many `method` requests (`Txn`, `DeleteRange`, ...) the member at `url` has started
+/// serving: its `grpc_server_started_total` for that method, summed over the other labels.
+/// Counts what reached the server, whatever became of the answer.
+pub fn requests_started(url: &str, method: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let wanted = format!("grpc_method=\"{method}\"");
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| l.starts_with("grpc_server_started_total{") && l.contains(&wanted)) {
+        total += line.split_whitespace().last().context("no value")?.parse::<f64>()?;
+    }
+    Ok(total)
 }
 
 /// etcd's gauge of registered watchers.

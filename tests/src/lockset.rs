@@ -28,6 +28,8 @@ use anyhow::{Context, Result, bail};
 use etcd_harness::{ClientProcess, EtcdCluster, TcpProxy};
 use etcd_wire::{Client, ClientOptions, GetOptions};
 
+use crate::history::{self, Step};
+
 pub use etcd_recipes::Strategy;
 
 /// How the workers write the counter.
@@ -76,6 +78,10 @@ pub enum Fault {
     /// SIGSTOP the worker holding the lock (preferably between its read and its write) for the
     /// lock's TTL + 2 s, then SIGCONT it.
     Pause,
+    /// The deterministic stale holder: SIGSTOP a worker only while it is between its read and its
+    /// write (checked on its log once it is stopped; tried again otherwise), keep it stopped until
+    /// its TTL passed *and* another worker's write landed, then SIGCONT it: its write is stale.
+    Stale,
     /// SIGKILL a follower etcd member, restart it a second later.
     Member,
     /// SIGKILL the leader etcd member, restart it a second later.
@@ -92,9 +98,10 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault kind.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Kill,
         Fault::Pause,
+        Fault::Stale,
         Fault::Member,
         Fault::Leader,
         Fault::Partition,
@@ -108,6 +115,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::Pause => "pause",
+            Fault::Stale => "stale",
             Fault::Member => "member",
             Fault::Leader => "leader",
             Fault::Partition => "partition",
@@ -160,10 +168,14 @@ pub enum Event {
         /// Session lease, hex.
         lease: String,
     },
+    /// `lock()` was called.
+    Locking,
     /// `lock()` returned.
     Acquired {
         /// The guard's fencing token.
         token: i64,
+        /// The guard's `valid_until` then, in ms since the epoch (`None`: none given).
+        valid_until_ms: Option<u64>,
     },
     /// The counter was read under the lock.
     Read {
@@ -171,6 +183,8 @@ pub enum Event {
         value: u64,
         /// The fencing token.
         token: i64,
+        /// The guard's `valid_until` just before the read, in ms since the epoch.
+        valid_until_ms: Option<u64>,
     },
     /// The write succeeded (fenced: the compare held).
     Ok {
@@ -202,6 +216,11 @@ pub enum Event {
         written: u64,
         /// The error.
         error: String,
+    },
+    /// `unlock()` was called (also on the error paths that give the lock back).
+    Unlocking {
+        /// The fencing token being released.
+        token: i64,
     },
     /// `unlock()` succeeded.
     Released,
@@ -257,6 +276,24 @@ impl LogLine {
     }
 }
 
+/// A `valid_until` (monotonic) as ms since the epoch on the wall clock the lines are stamped with.
+pub fn epoch_ms(at: Option<std::time::Instant>) -> Option<u64> {
+    let at = at?;
+    let now = std::time::Instant::now();
+    Some(match at.checked_duration_since(now) {
+        Some(ahead) => now_ms().saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX)),
+        None => now_ms().saturating_sub(u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX)),
+    })
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn parse_opt(s: &str) -> Result<Option<u64>> {
+    Ok(if s == "-" { None } else { Some(s.parse()?) })
+}
+
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
@@ -267,8 +304,12 @@ impl fmt::Display for LogLine {
         match &self.event {
             Event::Start { lease } => write!(f, "start {t} {lease}"),
             Event::Session { lease } => write!(f, "session {t} {lease}"),
-            Event::Acquired { token } => write!(f, "acquired {t} {token}"),
-            Event::Read { value, token } => write!(f, "read {t} {value} {token}"),
+            Event::Locking => write!(f, "locking {t}"),
+            Event::Acquired { token, valid_until_ms } => write!(f, "acquired {t} {token} {}", opt(*valid_until_ms)),
+            Event::Read { value, token, valid_until_ms } => {
+                write!(f, "read {t} {value} {token} {}", opt(*valid_until_ms))
+            }
+            Event::Unlocking { token } => write!(f, "unlocking {t} {token}"),
             Event::Ok { op, read, written, token } => write!(f, "ok {t} {op} {read} {written} {token}"),
             Event::Refused { op, read, token } => write!(f, "refused {t} {op} {read} {token}"),
             Event::Indeterminate { op, read, written, error } => {
@@ -298,8 +339,12 @@ impl FromStr for LogLine {
         let event = match kind {
             "start" => Event::Start { lease: word(0)?.to_owned() },
             "session" => Event::Session { lease: word(0)?.to_owned() },
-            "acquired" => Event::Acquired { token: word(0)?.parse()? },
-            "read" => Event::Read { value: word(0)?.parse()?, token: word(1)?.parse()? },
+            "locking" => Event::Locking,
+            "acquired" => Event::Acquired { token: word(0)?.parse()?, valid_until_ms: parse_opt(word(1)?)? },
+            "read" => {
+                Event::Read { value: word(0)?.parse()?, token: word(1)?.parse()?, valid_until_ms: parse_opt(word(2)?)? }
+            }
+            "unlocking" => Event::Unlocking { token: word(0)?.parse()? },
             "ok" => Event::Ok {
                 op: word(0)?.to_owned(),
                 read: word(1)?.parse()?,
@@ -459,7 +504,9 @@ fn holding(lines: &[LogLine]) -> (bool, bool) {
             Event::Acquired { .. } | Event::Ok { .. } | Event::Refused { .. } | Event::Indeterminate { .. } => {
                 return (true, false);
             }
-            Event::Released
+            Event::Locking
+            | Event::Unlocking { .. }
+            | Event::Released
             | Event::LostLock { .. }
             | Event::UnlockFailed { .. }
             | Event::Error { .. }
@@ -550,6 +597,9 @@ pub struct PauseRecord {
     pub in_write_window: bool,
     /// After the resume, its first lock-related line was `lost-lock` (filled in by the checker).
     pub told_lost: bool,
+    /// For a [`Fault::Stale`] pause: what became of the write it made after the resume
+    /// (`refused`, `ok` or `indeterminate`; filled in by the checker).
+    pub stale_write: Option<&'static str>,
 }
 
 /// The outcome of one run: the summary the workload prints.
@@ -603,16 +653,21 @@ pub struct Summary {
     pub max_no_holder_from_ms: u64,
     /// Problems of the run itself (a worker that did not stop, a fault that could not be injected).
     pub notes: Vec<String>,
+    /// The lock history (acquisitions, promises, releases) checked against a mutex: see
+    /// [`crate::history`].
+    pub history: history::Report,
 }
 
 impl Summary {
     /// Fenced-mode safety: no lost update, no duplicate value, every acknowledged write landed,
-    /// and the final value equals the number of landed (fenced) writes.
+    /// the final value equals the number of landed (fenced) writes, and the lock history is one
+    /// a mutex may produce.
     pub fn is_safe(&self) -> bool {
         self.lost_updates == 0
             && self.duplicate_values == 0
             && self.missing_acknowledged.is_empty()
             && self.final_value == self.landed
+            && self.history.is_valid()
     }
 
     /// Whether every worker paused while holding the lock was told it had lost it.
@@ -630,7 +685,7 @@ impl Summary {
     pub fn row(&self) -> String {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {:.1} s |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {:.1} s |",
             self.strategy,
             self.mode,
             self.operations,
@@ -642,6 +697,7 @@ impl Summary {
             self.lost_updates,
             self.pauses.iter().filter(|p| p.was_holding && p.told_lost).count(),
             self.paused_holders(),
+            self.history_cell(),
             faults.join(" "),
             self.max_no_holder.as_secs_f64(),
         )
@@ -649,8 +705,16 @@ impl Summary {
 
     /// The header of [`row`](Self::row).
     pub fn table_header() -> &'static str {
-        "| strategy | mode | ops | acked | refused | indeterminate | landed | final | lost updates | paused holders told | faults | max time without holder |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| strategy | mode | ops | acked | refused | indeterminate | landed | final | lost updates | paused holders told | lock history | faults | max time without holder |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    }
+
+    /// The lock history's verdict, in a few words.
+    pub fn history_cell(&self) -> String {
+        match self.history.violations.len() {
+            0 => format!("valid, ≤ {} holder", self.history.max_holders),
+            n => format!("**{n} violations**"),
+        }
     }
 }
 
@@ -658,6 +722,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let verdict = match (self.mode.as_str(), self.is_safe()) {
+            _ if !self.history.is_valid() => "UNSAFE: the lock history breaks the mutex model",
             (_, true) => "no lost update",
             ("fenced", false) => "UNSAFE: fenced writes lost updates",
             _ => "lost updates detected (expected without fencing)",
@@ -713,6 +778,7 @@ impl fmt::Display for Summary {
             self.max_no_holder.as_secs_f64(),
             cause.unwrap_or_default()
         )?;
+        writeln!(f, "  lock history: {}", self.history)?;
         for n in &self.notes {
             writeln!(f, "  note: {n}")?;
         }
@@ -920,6 +986,61 @@ fn find_holder(slots: &[Slot], want_window: bool, wait: Duration) -> Option<(usi
     }
 }
 
+/// [`Fault::Stale`]: see there. `Ok(false)` if no worker could be caught in its window.
+fn stale_holder(
+    slots: &[Slot],
+    cfg: &RunConfig,
+    summary: &mut Summary,
+    ttl: Duration,
+    hold_wait: Duration,
+    say: &dyn Fn(String),
+) -> Result<bool> {
+    for _attempt in 0..5 {
+        let Some((i, true)) = find_holder(slots, true, hold_wait) else { continue };
+        let slot = &slots[i];
+        let paused_ms = now_ms();
+        slot.current.pause()?;
+        // It sleeps at least `hold_ms.0` between logging its read and writing: stopped before
+        // that much time passed since the read line, it was stopped before its write.
+        let lines = parse_lines(&slot.current);
+        let read_at = lines.iter().rev().find(|l| matches!(l.event, Event::Read { .. })).map(|l| l.t_ms);
+        if read_at.is_none_or(|r| paused_ms >= r + cfg.hold_ms.0) {
+            slot.current.resume()?;
+            continue;
+        }
+        say(format!("SIGSTOP worker {} between its read and its write (stale holder)", slot.id));
+        // Stopped until its lease is surely gone and another worker has written since.
+        let expired = Instant::now() + ttl + Duration::from_millis(500);
+        let limit = Instant::now() + ttl + Duration::from_millis(cfg.hold_ms.1 * 4) + Duration::from_secs(30);
+        loop {
+            let others_wrote = slots.iter().enumerate().filter(|(j, _)| *j != i).any(|(_, s)| {
+                parse_lines(&s.current).iter().any(|l| l.t_ms > paused_ms && matches!(l.event, Event::Ok { .. }))
+            });
+            if others_wrote && Instant::now() >= expired {
+                break;
+            }
+            if Instant::now() >= limit {
+                summary.notes.push("stale: no other worker wrote while the holder was stopped".into());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        slot.current.resume()?;
+        summary.pauses.push(PauseRecord {
+            worker: slot.id.clone(),
+            paused_ms,
+            resumed_ms: now_ms(),
+            was_holding: true,
+            in_write_window: true,
+            told_lost: false,
+            stale_write: None,
+        });
+        return Ok(true);
+    }
+    summary.notes.push("stale: no worker was caught between its read and its write".into());
+    Ok(false)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn inject(
     fault: Fault,
@@ -980,8 +1101,10 @@ fn inject(
                 was_holding,
                 in_write_window,
                 told_lost: false,
+                stale_write: None,
             });
         }
+        Fault::Stale => return stale_holder(slots, cfg, summary, ttl, hold_wait, &say),
         Fault::Member | Fault::Leader => {
             if etcd.len() < 3 && fault == Fault::Member {
                 summary.notes.push("member: needs 3 members; skipped".into());
@@ -1080,6 +1203,34 @@ fn error_class(error: &str) -> &'static str {
     .map_or("other", |(_, class)| class)
 }
 
+/// The lock history in the workers' logs (see [`crate::history`]); a worker whose log ends
+/// without `done` was killed: its claim ends at its last line.
+pub fn history_of(logs: &[(String, Vec<LogLine>)]) -> Vec<history::Record> {
+    let mut records = Vec::new();
+    for (worker, lines) in logs {
+        let mut releasing = 0;
+        for l in lines {
+            let step = match l.event {
+                Event::Locking => Step::Invoke,
+                Event::Acquired { token, valid_until_ms } => Step::Acquired { token, valid_until_ms },
+                Event::Read { token, valid_until_ms, .. } => Step::Valid { token, valid_until_ms },
+                Event::Unlocking { token } => {
+                    releasing = token;
+                    Step::ReleaseInvoked { token }
+                }
+                Event::Released => Step::Released { token: releasing },
+                Event::LostLock { .. } => Step::Gone,
+                _ => continue,
+            };
+            records.push(history::Record::new(worker.clone(), l.t_ms, step));
+        }
+        if let Some(last) = lines.last().filter(|l| !matches!(l.event, Event::Done { .. })) {
+            records.push(history::Record::new(worker.clone(), last.t_ms, Step::Gone));
+        }
+    }
+    records
+}
+
 /// Fills `summary` from the workers' logs and the outcome read from etcd.
 pub fn check(summary: &mut Summary, logs: &[(String, Vec<LogLine>)], final_value: u64, landed: &BTreeMap<String, u64>) {
     let mut acked = BTreeSet::new();
@@ -1157,6 +1308,7 @@ pub fn check(summary: &mut Summary, logs: &[(String, Vec<LogLine>)], final_value
             intervals.push((s, r, last.t_ms));
         }
     }
+    summary.history = history::check(&history_of(logs), 1);
     summary.landed = landed.len() as u64;
     summary.final_value = final_value;
     summary.lost_updates = summary.landed.saturating_sub(final_value);
@@ -1184,6 +1336,14 @@ pub fn check(summary: &mut Summary, logs: &[(String, Vec<LogLine>)], final_value
 
     for p in &mut summary.pauses {
         let Some((_, lines)) = logs.iter().find(|(id, _)| *id == p.worker) else { continue };
+        if p.in_write_window {
+            p.stale_write = lines.iter().filter(|l| l.t_ms >= p.paused_ms).find_map(|l| match l.event {
+                Event::Ok { .. } => Some("ok"),
+                Event::Refused { .. } => Some("refused"),
+                Event::Indeterminate { .. } => Some("indeterminate"),
+                _ => None,
+            });
+        }
         let after = lines.iter().filter(|l| l.t_ms >= p.paused_ms);
         for l in after {
             match l.event {

@@ -11,6 +11,11 @@
 //! - Unfenced (plain writes) with a holder paused past its TTL: the lost update happens, the checker
 //!   sees it, and the paused holder is told its lock was lost.
 //!
+//! - Stale holder (`stale_holder_*`): a worker stopped exactly between its read and its write, until
+//!   its lease expired and another worker wrote. Fenced, its write is refused for every strategy
+//!   (the fence provably fires); unfenced, it lands and the checker counts the lost update.
+//! - Every run's lock history is checked against a mutex (`etcd_tests::history`).
+//!
 //! Every run prints its summary (`cargo test -- --nocapture` shows them).
 
 use std::time::Duration;
@@ -91,6 +96,8 @@ fn unfenced_pause(strategy: Strategy) -> Result<()> {
     ensure!(summary.lost_updates > 0, "the checker did not detect the lost update:\n{summary}");
     ensure!(summary.missing_acknowledged.is_empty(), "acknowledged writes vanished:\n{summary}");
     ensure!(summary.paused_holders_told(), "a paused holder was not told it lost the lock:\n{summary}");
+    // The lock itself stays a mutex: the paused holder's promise ended before anyone else got in.
+    ensure!(summary.history.is_valid(), "the lock history breaks the mutex model:\n{summary}");
     Ok(())
 }
 
@@ -114,6 +121,68 @@ fn unfenced_rpc_loses_an_update_when_a_holder_pauses_past_its_ttl() -> Result<()
     unfenced_pause(Strategy::Rpc)
 }
 
+/// The deterministic stale holder ([`Fault::Stale`]): one worker is stopped exactly between its
+/// read and its write, until its lease expired and another worker wrote; then it writes.
+fn stale_holder(strategy: Strategy, mode: Mode) -> Result<Summary> {
+    let etcd = EtcdCluster::start(ClusterConfig::default()).context("starting etcd")?;
+    let mut cfg = RunConfig::new(WORKER, strategy, mode);
+    cfg.faults = vec![Fault::Stale];
+    cfg.fault_rounds = Some(1);
+    cfg.fault_interval = Duration::from_millis(300);
+    cfg.hold_ms = (600, 900);
+    cfg.quiet_tail = Duration::from_secs(2);
+    cfg.duration = Duration::from_secs(90);
+    cfg.seed = strategy as u64 + 23;
+    let summary = lockset::run(&etcd, &cfg)?;
+    println!("{summary}");
+    let stale: Vec<_> = summary.pauses.iter().filter(|p| p.in_write_window).collect();
+    ensure!(!stale.is_empty(), "no worker was stopped between its read and its write:\n{summary}");
+    ensure!(summary.history.is_valid(), "the lock history breaks the mutex model:\n{summary}");
+    Ok(summary)
+}
+
+/// Fenced: the stale write is refused (the fence fired), and nothing is lost.
+fn stale_holder_fenced(strategy: Strategy) -> Result<()> {
+    let summary = stale_holder(strategy, Mode::Fenced)?;
+    for p in summary.pauses.iter().filter(|p| p.in_write_window) {
+        ensure!(p.stale_write == Some("refused"), "the stale write was {:?}, not refused:\n{summary}", p.stale_write);
+    }
+    ensure!(summary.refused >= 1 && summary.is_safe(), "the fence did not hold:\n{summary}");
+    Ok(())
+}
+
+#[test]
+fn stale_holder_fenced_write_is_refused_mutex() -> Result<()> {
+    stale_holder_fenced(Strategy::Mutex)
+}
+
+#[test]
+fn stale_holder_fenced_write_is_refused_naive() -> Result<()> {
+    stale_holder_fenced(Strategy::Naive)
+}
+
+#[test]
+fn stale_holder_fenced_write_is_refused_lease_ttl() -> Result<()> {
+    stale_holder_fenced(Strategy::LeaseTtl)
+}
+
+#[test]
+fn stale_holder_fenced_write_is_refused_rpc() -> Result<()> {
+    stale_holder_fenced(Strategy::Rpc)
+}
+
+/// Unfenced: the stale write lands over another worker's, and the checker counts the lost update
+/// (while the lock history itself stays valid: the lock was not at fault, the write was).
+#[test]
+fn stale_holder_unfenced_write_is_a_lost_update_the_checker_flags() -> Result<()> {
+    let summary = stale_holder(Strategy::Mutex, Mode::Unfenced)?;
+    for p in summary.pauses.iter().filter(|p| p.in_write_window) {
+        ensure!(p.stale_write == Some("ok"), "the stale write was {:?}, not applied:\n{summary}", p.stale_write);
+    }
+    ensure!(summary.lost_updates >= 1, "the checker missed the lost update:\n{summary}");
+    Ok(())
+}
+
 /// The checker itself: a history with a stale write is a lost update; a serial one is not.
 #[test]
 fn the_checker_counts_lost_updates_from_op_records() {
@@ -124,11 +193,25 @@ fn the_checker_counts_lost_updates_from_op_records() {
     let logs = vec![
         (
             "a".to_owned(),
-            vec![line(0, Event::Acquired { token: 5 }), line(10, ok("a-1", 0, 5)), line(11, Event::Released)],
+            vec![
+                line(0, Event::Locking),
+                line(0, Event::Acquired { token: 5, valid_until_ms: Some(5_000) }),
+                line(10, ok("a-1", 0, 5)),
+                line(11, Event::Unlocking { token: 5 }),
+                line(11, Event::Released),
+                line(12, Event::Done { ops: 1 }),
+            ],
         ),
         (
             "b".to_owned(),
-            vec![line(20, Event::Acquired { token: 9 }), line(30, ok("b-1", 1, 9)), line(31, Event::Released)],
+            vec![
+                line(1, Event::Locking),
+                line(20, Event::Acquired { token: 9, valid_until_ms: Some(5_000) }),
+                line(30, ok("b-1", 1, 9)),
+                line(31, Event::Unlocking { token: 9 }),
+                line(31, Event::Released),
+                line(32, Event::Done { ops: 1 }),
+            ],
         ),
     ];
     let serial: BTreeMap<String, u64> = [("a-1".to_owned(), 1), ("b-1".to_owned(), 2)].into();
@@ -150,8 +233,19 @@ fn the_checker_counts_lost_updates_from_op_records() {
     assert_eq!(s.missing_acknowledged, ["b-1"]);
     assert!(!s.is_safe());
 
+    // b let in while a still holds (a lock that skips the line): the history checker says so.
+    let mut overlapping = logs.clone();
+    overlapping[1].1[1].t_ms = 5;
+    let mut s = Summary { mode: "fenced".into(), ..Summary::default() };
+    check(&mut s, &overlapping, 2, &serial);
+    assert!(!s.is_safe() && s.history.violations.len() == 1, "{s}");
+
     // Worker lines survive a round trip through their text form.
     for e in [
+        Event::Locking,
+        Event::Acquired { token: 3, valid_until_ms: None },
+        Event::Read { value: 1, token: 3, valid_until_ms: Some(99) },
+        Event::Unlocking { token: 3 },
         Event::Indeterminate { op: "w-1".into(), read: 3, written: 4, error: "etcd unavailable: x y".into() },
         Event::LostLock { token: 7, reasons: "refused,session:LeaseLost(Deadline)".into() },
         Event::Error { stage: "lock".into(), error: "session is expired".into() },

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use etcd_recipes::{DistributedLock, Election, Error, Session};
-use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, ops_prefix};
+use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, epoch_ms, ops_prefix};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -100,6 +100,7 @@ async fn lock_loop(
             lock = cfg.strategy.new_lock(&session, &cfg.name)?;
         }
         let wait = WAIT_LIMIT.min(deadline.saturating_duration_since(Instant::now()));
+        emit(Event::Locking);
         let guard = match timeout(wait, lock.lock()).await {
             Ok(Ok(g)) => g,
             Ok(Err(Error::SessionExpired)) => {
@@ -120,24 +121,27 @@ async fn lock_loop(
             }
         };
         let token = guard.fencing_token();
-        emit(Event::Acquired { token });
+        emit(Event::Acquired { token, valid_until_ms: epoch_ms(guard.valid_until()) });
+        let valid_until_ms = epoch_ms(guard.valid_until());
         let read = match client.get(counter.clone(), GetOptions::new()).await {
             Ok(r) => match r.kvs.first().map(|kv| kv.value_str().parse::<u64>()) {
                 None => 0,
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
                     error("read", format!("counter is not a number: {e}"));
+                    emit(Event::Unlocking { token });
                     let _ = timeout(RELEASE_LIMIT, guard.unlock()).await;
                     continue;
                 }
             },
             Err(e) => {
                 error("read", e);
+                emit(Event::Unlocking { token });
                 let _ = timeout(RELEASE_LIMIT, guard.unlock()).await;
                 continue;
             }
         };
-        emit(Event::Read { value: read, token });
+        emit(Event::Read { value: read, token, valid_until_ms });
         let (lo, hi) = cfg.hold_ms;
         sleep(Duration::from_millis(fastrand::u64(lo..=hi.max(lo)))).await;
 
@@ -162,6 +166,7 @@ async fn lock_loop(
             Err(e) => emit(Event::Indeterminate { op: op_name, read, written, error: e.to_string() }),
         }
         let mut unlock_failed = false;
+        emit(Event::Unlocking { token });
         match timeout(RELEASE_LIMIT, guard.unlock()).await {
             Ok(Ok(())) => emit(Event::Released),
             Ok(Err(Error::NotOwner(_))) => lost.push("unlock-not-owner".to_owned()),
