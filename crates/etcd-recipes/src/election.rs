@@ -65,11 +65,11 @@ impl Election {
         // The session's slot for the key, held while campaigning: a resignation still on its way
         // (a cancelled `resign()`) lands before we join, so we never adopt the key it deletes.
         let slot = self.session.claim(&key).await?;
-        let mut place = join(&self.session, key, self.prefix.clone(), value.clone(), Some(slot), &mut op).await?;
+        let place = join(&self.session, key, self.prefix.clone(), value.clone(), Some(slot), &mut op).await?;
         if place.value != value {
             Leadership { held: place.held.clone() }.proclaim(value).await?;
         }
-        place.wait_front(&mut op).await?;
+        let place = place.wait_front_or_leave(&mut op).await?;
         let held = place.keep();
         op.note(|| format!("elected with fencing token {}", held.revision));
         Ok(Leadership { held })

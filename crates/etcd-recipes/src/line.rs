@@ -85,7 +85,11 @@ pub(crate) async fn join(
     };
     cleanup.set(Action::FencedDelete { key: key.clone(), revision });
     let mut place = Place { held: Held::new(session, key, revision), value, blockers, predecessor: None, cleanup };
-    place.predecessor = if joined { check_blocker(first)? } else { place.next_predecessor(op).await? };
+    let predecessor = if joined { check_blocker(first) } else { place.next_predecessor(op).await };
+    match predecessor {
+        Ok(p) => place.predecessor = p,
+        Err(err) => return Err(place.leave_with(err, op).await),
+    }
     Ok(place)
 }
 
@@ -104,6 +108,25 @@ impl Place {
             self.predecessor = self.next_predecessor(op).await?;
         }
         self.held.session.check()
+    }
+
+    /// Step 2, and when the wait fails, leaves the line before returning the error: a `lock()` or
+    /// `campaign()` that fails returns once its key is gone (if that removal fails too, it is
+    /// handed to the background like a dropped wait's).
+    pub(crate) async fn wait_front_or_leave(mut self, op: &mut OpTrace) -> Result<Place> {
+        match self.wait_front(op).await {
+            Ok(()) => Ok(self),
+            Err(err) => Err(self.leave_with(err, op).await),
+        }
+    }
+
+    /// Leaves the line now because of `err`, and gives `err` back (if leaving fails too, the
+    /// cleanup goes on in the background).
+    async fn leave_with(self, err: Error, op: &mut OpTrace) -> Error {
+        if let Err(e) = self.leave(op).await {
+            tracing::debug!(error = %e, "leaving the line failed; the cleanup goes on in the background");
+        }
+        err
     }
 
     /// Leaves the line now (fenced), e.g. after a failed `try_lock`. Disarmed only once it succeeded.

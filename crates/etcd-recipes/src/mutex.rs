@@ -65,8 +65,8 @@ impl Mutex {
         let mut op = self.tracer.op(self.session.client(), "mutex", "lock");
         let key = self.key();
         let slot = self.session.claim(&key).await?;
-        let mut place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
-        place.wait_front(&mut op).await?;
+        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
+        let place = place.wait_front_or_leave(&mut op).await?;
         Ok(place.into_guard(&op))
     }
 

@@ -77,9 +77,17 @@ impl RpcLock {
             }
         };
         let held = tokio::select! {
-            held = op.rpc("Lock", &name, client.lock(name.clone(), lease)) => held?,
-            Err(e) = check => return Err(e),
-            _ = self.session.lost() => return Err(Error::SessionExpired),
+            held = op.rpc("Lock", &name, client.lock(name.clone(), lease)) => held.map_err(Error::from),
+            Err(e) = check => Err(e),
+            _ = self.session.lost() => Err(Error::SessionExpired),
+        };
+        let held = match held {
+            Ok(held) => held,
+            // Returns once the waiter key is gone (else the cleanup goes on in the background).
+            Err(e) => {
+                drop(cleanup.run(&mut op).await);
+                return Err(e);
+            }
         };
         let got = op.get(&held.key, GetOptions::new().with_keys_only()).await?;
         let revision = got.kvs.first().map(|kv| kv.create_revision).ok_or(Error::SessionExpired)?;

@@ -91,12 +91,12 @@ impl RwMutex {
             Side::Write => ("write", self.prefix.clone()),
         };
         let key = Bytes::from(format!("{}{dir}/{}", self.prefix, unique_name()));
-        let mut place = join(&self.session, key, Bytes::from(blockers), Bytes::new(), None, &mut op).await?;
+        let place = join(&self.session, key, Bytes::from(blockers), Bytes::new(), None, &mut op).await?;
         if just_try && !place.is_front() {
             place.leave(&mut op).await?;
             return Err(Error::Locked);
         }
-        place.wait_front(&mut op).await?;
+        let place = place.wait_front_or_leave(&mut op).await?;
         Ok(place.into_guard(&op))
     }
 }
