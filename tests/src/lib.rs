@@ -110,6 +110,43 @@ pub async fn wait_for_keys(client: &etcd_wire::Client, prefix: &str, n: i64) -> 
     .await
 }
 
+/// What a recipe did, recorded through its tracer: lets a test wait for a waiter's *decision*
+/// (it saw an event and is waiting again, on which key) instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Steps(std::sync::Arc<std::sync::Mutex<Vec<etcd_recipes::TraceKind>>>);
+
+impl Steps {
+    /// A recorder and the tracer that feeds it.
+    pub fn new() -> (Steps, etcd_recipes::Tracer) {
+        let steps = Steps::default();
+        let sink = steps.clone();
+        (steps, etcd_recipes::Tracer::new(move |e| sink.lock().push(e.kind.clone())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<etcd_recipes::TraceKind>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The keys of the watches opened so far, in order.
+    pub fn watched(&self) -> Vec<String> {
+        let steps = self.lock();
+        steps
+            .iter()
+            .filter_map(|k| if let etcd_recipes::TraceKind::Watch { key, .. } = k { Some(key.clone()) } else { None })
+            .collect()
+    }
+
+    /// Waits until the recipe opened a watch on `key`: it has decided to wait on that key (for a
+    /// waiter that first waited on another one: it saw that one go, by an event or a read).
+    pub async fn wait_watching(&self, key: &str) -> Result<()> {
+        let waited = eventually(Duration::from_secs(30), &format!("a watch on {key:?}"), || async {
+            self.watched().iter().any(|k| k == key).then_some(())
+        })
+        .await;
+        waited.with_context(|| format!("the steps were: {:?}", self.lock()))
+    }
+}
+
 /// `tasks` tasks, each with its own session on `client`, increment an in-process counter with a
 /// deliberately racy read-yield-write under `strategy`'s lock `name`. Returns the final count:
 /// `tasks` unless two held the lock at once (an overlap loses an increment).

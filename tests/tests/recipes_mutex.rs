@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use etcd_recipes::{Error, Mutex, Session, TraceKind, Tracer};
-use etcd_tests::{eventually, single, three, wait_for_watchers, watchers};
+use etcd_tests::{Steps, eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, DeleteOptions, GetOptions, PutOptions, TxnOp};
 
 async fn connect(endpoints: &[String]) -> Result<Client> {
@@ -15,6 +15,11 @@ async fn connect(endpoints: &[String]) -> Result<Client> {
 }
 
 /// Keys under `prefix`, as strings.
+/// A session's key under `prefix` (`<prefix><lease in hex>`, the Mutex's naming).
+fn lease_key(prefix: &str, session: &Session) -> String {
+    format!("{prefix}{:x}", session.lease_id())
+}
+
 async fn keys(c: &Client, prefix: &str) -> Result<Vec<String>> {
     let r = c.get(prefix.to_owned(), GetOptions::new().with_prefix().with_keys_only()).await?;
     Ok(r.kvs.iter().map(|kv| kv.key_str().into_owned()).collect())
@@ -139,16 +144,19 @@ async fn test_mutex_waits_on_current_holder() -> Result<()> {
     .await?;
 
     let newcomer = Session::new(&c).await?;
-    let new_lock = Mutex::new(&newcomer, "test-mutex")?;
+    let (steps, tracer) = Steps::new();
+    let new_lock = Mutex::new(&newcomer, "test-mutex")?.with_tracer(tracer);
     let new_task = tokio::spawn(async move { new_lock.lock().await });
     etcd_tests::eventually(Duration::from_secs(5), "the new owner to queue", || async {
         (keys(&c, "test-mutex/").await.ok()?.len() == 3).then_some(())
     })
     .await?;
 
-    // The waiter just before the newcomer goes away while the first owner still holds the lock.
+    // The waiter just before the newcomer goes away while the first owner still holds the lock:
+    // the newcomer sees the deletion and waits again, now on the owner's key.
+    let owner_key = lease_key("test-mutex/", &first);
     victim.close().await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    steps.wait_watching(&owner_key).await?;
     assert!(!new_task.is_finished(), "new owner obtained the lock before the first owner unlocked");
 
     owner.unlock().await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use etcd_recipes::{Error, LockGuard, RwMutex, Session};
-use etcd_tests::{eventually, single, three, wait_for_watchers, watchers};
+use etcd_tests::{Steps, eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, GetOptions};
 
 async fn connect(endpoints: &[String]) -> Result<Client> {
@@ -96,23 +96,32 @@ async fn rwmutex_readers_share_and_writers_queue() -> Result<()> {
         (Session::new(&c).await?, Session::new(&c).await?, Session::new(&c).await?, Session::new(&c).await?);
     let r1 = RwMutex::new(&s1, "rw-order")?.read_lock().await?;
     let r2 = tokio::time::timeout(Duration::from_secs(5), RwMutex::new(&s2, "rw-order")?.read_lock()).await??;
-    let w = RwMutex::new(&s3, "rw-order")?;
+    let (writer_steps, tracer) = Steps::new();
+    let w = RwMutex::new(&s3, "rw-order")?.with_tracer(tracer);
     let watching = watchers(&etcd.endpoints())?;
     let writer = tokio::spawn(async move { w.write_lock().await });
     queued(&c, "rw-order/", 3).await?;
-    let r = RwMutex::new(&s4, "rw-order")?;
+    let (reader_steps, tracer) = Steps::new();
+    let r = RwMutex::new(&s4, "rw-order")?.with_tracer(tracer);
     let late_reader = tokio::spawn(async move { r.read_lock().await });
     queued(&c, "rw-order/", 4).await?;
 
-    // Both wait on their watches.
+    // Both wait on their watches: the writer on the last reader ahead of it, the late reader on
+    // the writer (what they watch is what can let them proceed; no sleep can show that).
     wait_for_watchers(&etcd.endpoints(), watching + 2.0).await?;
     assert!(!writer.is_finished() && !late_reader.is_finished());
+    let key_of = |g: &LockGuard| String::from_utf8_lossy(g.key()).into_owned();
+    let watched = writer_steps.watched();
+    assert!(
+        watched.contains(&key_of(&r2)) && !watched.contains(&key_of(&r1)),
+        "the writer waits on the last reader ahead of it, not the first: {watched:?}"
+    );
     r1.unlock().await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!writer.is_finished(), "the writer must wait for every reader ahead of it");
     r2.unlock().await?;
     let wg = tokio::time::timeout(Duration::from_secs(10), writer).await???;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watched = reader_steps.watched();
+    assert!(watched.contains(&key_of(&wg)), "the late reader waits on the writer: {watched:?}");
     assert!(!late_reader.is_finished(), "a reader queued behind a writer must wait for it");
     wg.unlock().await?;
     let rg = tokio::time::timeout(Duration::from_secs(10), late_reader).await???;
@@ -187,14 +196,17 @@ async fn fault_16221_expired_writer_never_gets_the_lock() -> Result<()> {
     let m2 = RwMutex::new(&s2, "f16221")?;
     let w2 = tokio::spawn(async move { m2.write_lock().await });
     queued(&c, "f16221/", 2).await?;
-    let m3 = RwMutex::new(&s3, "f16221")?;
+    let (steps, tracer) = Steps::new();
+    let m3 = RwMutex::new(&s3, "f16221")?.with_tracer(tracer);
     let w3 = tokio::spawn(async move { m3.write_lock().await });
     queued(&c, "f16221/", 3).await?;
 
+    let w1_key = String::from_utf8_lossy(w1.key()).into_owned();
     c.lease_revoke(s2.lease_id()).await?;
     let r2 = tokio::time::timeout(Duration::from_secs(10), w2).await??;
     assert!(matches!(r2, Err(Error::SessionExpired)), "{r2:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // W3 saw W2's key go and waits again, on W1's.
+    steps.wait_watching(&w1_key).await?;
     assert!(!w3.is_finished(), "W3 must still wait for W1, which holds the lock");
 
     w1.unlock().await?;
