@@ -8,7 +8,8 @@
 //! stdout, and writes `report.md` and SVG plots to `<target>/lock-report/`.
 //!
 //! Flags: `--full` (longer points, more contention levels), `--fsync` (etcd with fsync on; also
-//! `BENCH_FSYNC=1`). `ETCD_ENDPOINTS` measures your own cluster instead of a local one.
+//! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table). `ETCD_ENDPOINTS` measures your
+//! own cluster instead of a local one.
 
 mod common;
 
@@ -112,6 +113,12 @@ fn main() -> Result<(), BoxError> {
     eprintln!("report: {}", machine.cpu_line());
     let rt = runtime();
     let _entered = rt.enter();
+    if has("--kv-only") {
+        // Only the KV comparison (for before/after measurements of etcd-wire's hot path).
+        let kv = rt.block_on(kv_compare(&server, &plan))?;
+        println!("{}", kv_table(&kv));
+        return Ok(());
+    }
 
     let points = rt.block_on(lock_grid(&server, &plan))?;
     eprintln!("report: KV, etcd-wire vs etcd-client...");
@@ -177,6 +184,31 @@ async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Point>, BoxError>
         }
     }
     Ok(points)
+}
+
+/// The KV comparison as a markdown table.
+fn kv_table(rows: &[KvRow]) -> String {
+    let mut out = String::from(
+        "| op | sequential p50, etcd-wire | sequential p50, etcd-client | ratio | p99, etcd-wire | p99, etcd-client | 64 in flight, etcd-wire | 64 in flight, etcd-client | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        let (w, p) = (row.wire_sequential.quantile(0.5), row.peer_sequential.quantile(0.5));
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} ms | {:.3} ms | ×{:.2} | {:.3} ms | {:.3} ms | {:.0}/s | {:.0}/s | ×{:.2} |",
+            row.op.name(),
+            ms(w),
+            ms(p),
+            w.as_secs_f64() / p.as_secs_f64().max(1e-12),
+            ms(row.wire_sequential.quantile(0.99)),
+            ms(row.peer_sequential.quantile(0.99)),
+            row.wire_throughput,
+            row.peer_throughput,
+            row.wire_throughput / row.peer_throughput.max(1e-9)
+        );
+    }
+    out
 }
 
 /// One KV op, both clients.
@@ -547,27 +579,7 @@ impl Report<'_> {
     }
 
     fn kv_table(&self) -> String {
-        let mut out = String::from(
-            "| op | sequential p50, etcd-wire | sequential p50, etcd-client | ratio | p99, etcd-wire | p99, etcd-client | 64 in flight, etcd-wire | 64 in flight, etcd-client | ratio |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for row in &self.kv {
-            let (w, p) = (row.wire_sequential.quantile(0.5), row.peer_sequential.quantile(0.5));
-            let _ = writeln!(
-                out,
-                "| {} | {:.3} ms | {:.3} ms | ×{:.2} | {:.3} ms | {:.3} ms | {:.0}/s | {:.0}/s | ×{:.2} |",
-                row.op.name(),
-                ms(w),
-                ms(p),
-                w.as_secs_f64() / p.as_secs_f64().max(1e-12),
-                ms(row.wire_sequential.quantile(0.99)),
-                ms(row.peer_sequential.quantile(0.99)),
-                row.wire_throughput,
-                row.peer_throughput,
-                row.wire_throughput / row.peer_throughput.max(1e-9)
-            );
-        }
-        out
+        kv_table(&self.kv)
     }
 
     fn verdict_table(verdicts: &[Verdict]) -> String {
