@@ -97,7 +97,7 @@ impl WatchOptions {
         self.start_revision = revision;
         self
     }
-    /// Include each key's previous value in [`Event::prev_kv`].
+    /// Include each key's previous value in [`Event::prev_kv`](crate::Event::prev_kv).
     pub fn with_prev_kv(mut self) -> Self {
         self.prev_kv = true;
         self
