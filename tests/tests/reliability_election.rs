@@ -12,7 +12,7 @@ use etcd_harness::{ClientProcess, ClusterConfig, EtcdCluster};
 use etcd_recipes::{Election, Session};
 use etcd_tests::eventually;
 use etcd_tests::lockset::{Event, Strategy, WorkerArgs, WorkerMode, now_ms, parse_lines};
-use etcd_wire::{Client, ClientOptions};
+use etcd_wire::{Client, ClientOptions, GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_lockset_worker");
@@ -69,6 +69,8 @@ async fn a_sigkilled_leader_is_replaced_once_and_every_observer_agrees() -> Resu
     }
     let latest = |seen: &Seen| seen.lock().unwrap_or_else(PoisonError::into_inner).last().cloned();
 
+    let direct = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+
     // The first leader, as every observer sees it.
     let mut leader = eventually(Duration::from_secs(30), "a first leader seen by every observer", || async {
         let firsts: BTreeSet<_> = observers.iter().map(|(s, _)| latest(s).map(|l| (l.1, l.2))).collect();
@@ -92,8 +94,22 @@ async fn a_sigkilled_leader_is_replaced_once_and_every_observer_agrees() -> Resu
             observers.iter().all(|(s, _)| latest(s).is_some_and(|l| l.1 != leader.0)).then_some(())
         })
         .await?;
-        // Let any second change show itself, then look at everything observed since the kill.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Settled, by what etcd and the processes say, not by a pause: the new leader's process
+        // reports it was elected, and etcd holds exactly the live candidates' keys with the
+        // observed leader's the oldest. Nothing is left to change the leader (its process lives,
+        // the others wait behind it); then look at everything observed since the kill.
+        let live = candidates.len() - 1 - round;
+        eventually(deadline + Duration::from_secs(20), "the new leader to settle", || async {
+            let now = latest(&observers[0].0)?;
+            let process = candidates.iter().find(|c| c.name() == now.2)?;
+            let reported = parse_lines(process)
+                .iter()
+                .any(|l| l.t_ms >= killed_ms && matches!(l.event, Event::Elected { token } if token == now.1));
+            let by_age = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
+            let keys = direct.get(format!("{name}/"), by_age).await.ok()?.kvs;
+            (reported && keys.len() == live && keys[0].create_revision == now.1).then_some(())
+        })
+        .await?;
         let mut next = BTreeSet::new();
         let mut slowest = Duration::ZERO;
         for ((seen, _), before) in observers.iter().zip(&counts) {
