@@ -13,8 +13,11 @@ async fn require_leader_fails_fast_on_a_member_without_quorum() -> Result<()> {
     etcd.wait_for_leader(Duration::from_secs(20))?;
     let survivor = etcd.endpoints()[0].clone();
     let options = ClientOptions::default().with_require_leader(true).with_request_timeout(Some(Duration::from_secs(5)));
-    let c = Client::connect([survivor], options).await?;
+    let c = Client::connect([survivor.clone()], options).await?;
     c.put("k", "v", PutOptions::new()).await?;
+    // A client without the option, asking for it in one view.
+    let plain = Client::connect([survivor], ClientOptions::default()).await?;
+    let view = plain.with_require_leader(true);
 
     etcd.kill(1)?;
     etcd.kill(2)?;
@@ -30,6 +33,35 @@ async fn require_leader_fails_fast_on_a_member_without_quorum() -> Result<()> {
     let started = Instant::now();
     assert!(matches!(c.get("k", GetOptions::new()).await, Err(Error::NoLeader { .. })));
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(view.get("k", None).await, Err(Error::NoLeader { .. })), "the view asks for a leader");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_with_a_timeout_bounds_each_of_its_calls_waiting_ones_included() -> Result<()> {
+    let etcd = single()?;
+    let c = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+    // Options may be left out.
+    c.put("k", "v", None).await?;
+    assert_eq!(c.get("k", None).await?.count, 1);
+
+    // A server-side lock held by another lease: Lock waits as long as it takes, unless the view
+    // it is called through has a deadline.
+    let holder = c.lease_grant(60, None).await?.id;
+    c.lock("view-lock", holder).await?;
+    let waiter = c.lease_grant(60, None).await?.id;
+    let quick = c.with_timeout(Some(Duration::from_millis(300)));
+    let started = Instant::now();
+    let r = quick.lock("view-lock", waiter).await;
+    assert!(matches!(r, Err(Error::Timeout { after }) if after == Duration::from_millis(300)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+
+    // The view's deadline is its own: the client and other views keep theirs; views nest.
+    assert_eq!(quick.timeout(), Some(Duration::from_millis(300)));
+    assert_eq!(c.timeout(), ClientOptions::default().request_timeout);
+    assert_eq!(quick.with_namespace("app/").timeout(), Some(Duration::from_millis(300)));
+    assert_eq!(quick.with_timeout(None).timeout(), None);
+    assert_eq!(quick.get("k", None).await?.count, 1);
     Ok(())
 }
 

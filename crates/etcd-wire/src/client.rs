@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use tonic::{Response, Status};
@@ -12,7 +13,7 @@ use tonic::{Response, Status};
 use crate::error::Result;
 use crate::namespace::Namespace;
 use crate::options::ClientOptions;
-use crate::rpc::{Call, Core, Meta};
+use crate::rpc::{Call, Core, Meta, Overrides};
 use crate::streams::{keepalive, watch};
 
 /// An etcd client. Cheap to clone (clones share connections, the watch stream and the lease
@@ -32,11 +33,17 @@ use crate::streams::{keepalive, watch};
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
     pub(crate) ns: Namespace,
+    /// What this view changes for each call (deadline, `hasleader`).
+    pub(crate) overrides: Overrides,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("endpoints", &self.inner.core.pool.urls()).field("namespace", &self.ns).finish()
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.core.pool.urls())
+            .field("namespace", &self.ns)
+            .field("timeout", &self.timeout())
+            .finish()
     }
 }
 
@@ -66,13 +73,45 @@ impl Client {
             leases: keepalive::hub(Arc::downgrade(&core)),
             core,
         });
-        Ok(Client { inner, ns: Namespace::default() })
+        Ok(Client { inner, ns: Namespace::default(), overrides: Overrides::default() })
     }
 
     /// A view of this client in which every key, range, lock and election name is prefixed with
     /// `prefix`, and results have the prefix stripped (Go's `namespace` package). Views nest.
     pub fn with_namespace(&self, prefix: impl AsRef<[u8]>) -> Client {
-        Client { inner: self.inner.clone(), ns: self.ns.join(prefix.as_ref()) }
+        Client { inner: self.inner.clone(), ns: self.ns.join(prefix.as_ref()), overrides: self.overrides }
+    }
+
+    /// A view of this client whose calls have `timeout` as their deadline, instead of
+    /// [`ClientOptions::request_timeout`]; `None` for no deadline. It applies to every call made
+    /// through the view, the ones that wait included (a server-side `lock` or `campaign` gives up
+    /// after it), like a Go context deadline. Views cost nothing: connections, streams and the
+    /// token are shared, and they nest with [`with_namespace`](Self::with_namespace).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etcd_wire::Client) -> etcd_wire::Result<()> {
+    /// use std::time::Duration;
+    /// let quick = client.with_timeout(Some(Duration::from_millis(200)));
+    /// let value = quick.get("config/feature", None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> Client {
+        let overrides = Overrides { timeout: Some(timeout), ..self.overrides };
+        Client { overrides, ..self.clone() }
+    }
+
+    /// A view of this client whose calls carry `hasleader` (a member cut off from its leader
+    /// refuses them at once with [`Error::NoLeader`](crate::Error::NoLeader)) or not, whatever
+    /// [`ClientOptions::require_leader`] says. See [`with_timeout`](Self::with_timeout) for views.
+    pub fn with_require_leader(&self, on: bool) -> Client {
+        let overrides = Overrides { require_leader: Some(on), ..self.overrides };
+        Client { overrides, ..self.clone() }
+    }
+
+    /// The deadline of a call through this view: [`with_timeout`](Self::with_timeout)'s, else
+    /// [`ClientOptions::request_timeout`].
+    pub fn timeout(&self) -> Option<Duration> {
+        self.overrides.timeout_or(self.core().options.request_timeout)
     }
 
     /// The namespace prefix of this view (empty for a plain client).
@@ -102,6 +141,6 @@ impl Client {
         F: FnMut(Channel, Meta) -> Fut,
         Fut: Future<Output = std::result::Result<Response<T>, Status>> + Send + 'static,
     {
-        self.core().call(how, send).await
+        self.core().call(self.overrides.apply(how), send).await
     }
 }

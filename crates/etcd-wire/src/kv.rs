@@ -323,9 +323,10 @@ impl DeleteResponse {
 }
 
 impl Client {
-    /// Reads a key, or a range of keys with [`GetOptions`]. Read-only: retried on `Unavailable`.
-    pub async fn get(&self, key: impl Into<Bytes>, options: GetOptions) -> Result<GetResponse> {
-        let req = options.to_pb(key.into(), &self.ns)?;
+    /// Reads a key, or a range of keys with [`GetOptions`] (`None` for a plain get of one key).
+    /// Read-only: retried on `Unavailable`.
+    pub async fn get(&self, key: impl Into<Bytes>, options: impl Into<Option<GetOptions>>) -> Result<GetResponse> {
+        let req = options.into().unwrap_or_default().to_pb(key.into(), &self.ns)?;
         let resp = self
             .call(Call::read("Range"), |ch, meta| {
                 let req = req.clone();
@@ -335,14 +336,15 @@ impl Client {
         Ok(GetResponse::from_pb(resp, &self.ns))
     }
 
-    /// Writes `value` at `key`. Retried only when the request provably never left.
+    /// Writes `value` at `key` (with [`PutOptions`], or `None`). Retried only when the request
+    /// provably never left.
     pub async fn put(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
-        options: PutOptions,
+        options: impl Into<Option<PutOptions>>,
     ) -> Result<PutResponse> {
-        let req = options.to_pb(key.into(), value.into(), &self.ns)?;
+        let req = options.into().unwrap_or_default().to_pb(key.into(), value.into(), &self.ns)?;
         let resp = self
             .call(Call::write("Put"), |ch, meta| {
                 let req = req.clone();
@@ -352,9 +354,13 @@ impl Client {
         Ok(PutResponse::from_pb(resp, &self.ns))
     }
 
-    /// Deletes a key, or a range of keys with [`DeleteOptions`].
-    pub async fn delete(&self, key: impl Into<Bytes>, options: DeleteOptions) -> Result<DeleteResponse> {
-        let req = options.to_pb(key.into(), &self.ns)?;
+    /// Deletes a key, or a range of keys with [`DeleteOptions`] (`None` for one key).
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+        options: impl Into<Option<DeleteOptions>>,
+    ) -> Result<DeleteResponse> {
+        let req = options.into().unwrap_or_default().to_pb(key.into(), &self.ns)?;
         let resp = self
             .call(Call::write("DeleteRange"), |ch, meta| {
                 let req = req.clone();

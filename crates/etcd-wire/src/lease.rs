@@ -269,7 +269,7 @@ impl Client {
         handle.cmds.send(Command::Register { id, reg, state: tx }).map_err(|_| stopped())?;
         let mut rx = handle.status.state.clone();
         let first = async move { rx.wait_for(|s| s.ttl > 0 || s.lost.is_some()).await.map(|s| s.clone()) };
-        let state = match self.options().request_timeout {
+        let state = match self.timeout() {
             Some(after) => tokio::time::timeout(after, first).await.map_err(|_| Error::Timeout { after })?,
             None => first.await,
         };

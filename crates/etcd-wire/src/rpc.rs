@@ -91,6 +91,40 @@ pub(crate) struct Call {
     target: Option<Channel>,
     detached: bool,
     anonymous: bool,
+    /// `hasleader` for this call, whatever the client's options say.
+    require_leader: Option<bool>,
+    /// A call that waits by nature (Lock, Campaign, Observe): running out of time says nothing
+    /// about the member, and it is not sent again.
+    waits: bool,
+}
+
+/// What a client view ([`Client::with_timeout`](crate::Client::with_timeout),
+/// [`Client::with_require_leader`](crate::Client::with_require_leader)) changes for every call made
+/// through it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Overrides {
+    /// The deadline of every call, waiting ones included (`Some(None)`: none).
+    pub(crate) timeout: Option<Option<Duration>>,
+    /// `hasleader` on every call.
+    pub(crate) require_leader: Option<bool>,
+}
+
+impl Overrides {
+    /// `how`, as this view makes it.
+    pub(crate) fn apply(&self, mut how: Call) -> Call {
+        if let Some(t) = self.timeout {
+            how.timeout = Some(t);
+        }
+        if let Some(on) = self.require_leader {
+            how.require_leader = Some(on);
+        }
+        how
+    }
+
+    /// The deadline of a call that would otherwise have `default`.
+    pub(crate) fn timeout_or(&self, default: Option<Duration>) -> Option<Duration> {
+        self.timeout.unwrap_or(default)
+    }
 }
 
 impl Call {
@@ -106,12 +140,23 @@ impl Call {
 
     /// A call of the given idempotency, with the client's request timeout.
     pub(crate) fn new(rpc: &'static str, idem: Idempotency) -> Call {
-        Call { rpc, idem, timeout: None, target: None, detached: false, anonymous: false }
+        Call {
+            rpc,
+            idem,
+            timeout: None,
+            target: None,
+            detached: false,
+            anonymous: false,
+            require_leader: None,
+            waits: false,
+        }
     }
 
-    /// With this deadline instead (`None`: wait as long as it takes).
+    /// With this deadline instead; `None` for a call that waits by nature (Lock, Campaign):
+    /// it waits as long as it takes, unless a client view gives it a deadline.
     pub(crate) fn timeout(mut self, timeout: Option<Duration>) -> Call {
         self.timeout = Some(timeout);
+        self.waits = timeout.is_none();
         self
     }
 
@@ -178,7 +223,10 @@ impl Core {
                 (None, Some(ch)) => ch.clone(),
                 (None, None) => unreachable!("a call without a target picks a member"),
             };
-            let meta = self.meta(if how.detached { None } else { timeout }, how.anonymous);
+            let mut meta = self.meta(if how.detached { None } else { timeout }, how.anonymous);
+            if let Some(on) = how.require_leader {
+                meta.require_leader = on;
+            }
             let generation = meta.generation;
             let endpoint = member.as_ref().map_or("(fixed)", |m| m.url.as_str());
             let span = tracing::debug_span!("etcd_rpc", rpc = how.rpc, endpoint, attempt);
@@ -204,8 +252,9 @@ impl Core {
                 && is_deadline(&status)
             {
                 // No answer in time: the member may be black-holed or stalled. Later calls go
-                // elsewhere for a cool-down; a read is sent once more, to another member.
-                let Some(m) = &member else { return Err(Error::Timeout { after }) };
+                // elsewhere for a cool-down; a read is sent once more, to another member. (Not for
+                // a call that waits by nature and was given a deadline: it simply ran out.)
+                let Some(m) = member.as_ref().filter(|_| !how.waits) else { return Err(Error::Timeout { after }) };
                 self.pool.mark_failed(m);
                 if how.idem == Idempotency::ReadOnly
                     && !timed_out

@@ -10,7 +10,7 @@
 //!         Txn::new()
 //!             .when([Compare::create_revision("lock", CompareOp::Equal, 0)])
 //!             .and_then([TxnOp::put("lock", "me", PutOptions::new())])
-//!             .or_else([TxnOp::get("lock", Default::default())]),
+//!             .or_else([TxnOp::get("lock", None)]),
 //!     )
 //!     .await?;
 //! println!("acquired: {}", resp.succeeded);
@@ -161,17 +161,17 @@ pub enum TxnOp {
 }
 
 impl TxnOp {
-    /// A get of `key`.
-    pub fn get(key: impl Into<Bytes>, options: GetOptions) -> Self {
-        TxnOp::Get(key.into(), options)
+    /// A get of `key` (options, or `None`).
+    pub fn get(key: impl Into<Bytes>, options: impl Into<Option<GetOptions>>) -> Self {
+        TxnOp::Get(key.into(), options.into().unwrap_or_default())
     }
-    /// A put of `value` at `key`.
-    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>, options: PutOptions) -> Self {
-        TxnOp::Put(key.into(), value.into(), options)
+    /// A put of `value` at `key` (options, or `None`).
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>, options: impl Into<Option<PutOptions>>) -> Self {
+        TxnOp::Put(key.into(), value.into(), options.into().unwrap_or_default())
     }
-    /// A delete of `key`.
-    pub fn delete(key: impl Into<Bytes>, options: DeleteOptions) -> Self {
-        TxnOp::Delete(key.into(), options)
+    /// A delete of `key` (options, or `None`).
+    pub fn delete(key: impl Into<Bytes>, options: impl Into<Option<DeleteOptions>>) -> Self {
+        TxnOp::Delete(key.into(), options.into().unwrap_or_default())
     }
     /// A nested transaction.
     pub fn txn(txn: Txn) -> Self {

@@ -228,8 +228,8 @@ impl Client {
     /// stream all of this client's watchers share. Returns once the server has created the watch,
     /// so every change after the call returns is seen; [`Error::Timeout`] if that takes longer than
     /// the request timeout (the stream is retried on other members meanwhile). See [`Watcher`].
-    pub async fn watch(&self, key: impl Into<Bytes>, options: WatchOptions) -> Result<Watcher> {
-        let req = options.to_pb(key.into(), &self.ns)?;
+    pub async fn watch(&self, key: impl Into<Bytes>, options: impl Into<Option<WatchOptions>>) -> Result<Watcher> {
+        let req = options.into().unwrap_or_default().to_pb(key.into(), &self.ns)?;
         let hub = &self.inner.watch;
         let cmds = hub.sender();
         let id = hub.next_id();
@@ -247,7 +247,7 @@ impl Client {
         let create = Command::Create { id, req, ns: self.ns.clone(), tx, flow, done };
         watcher.cmds.send(create).map_err(|_| stopped())?;
         let wait = async { created.await.unwrap_or_else(|_| Err(stopped())) };
-        watcher.created = match self.options().request_timeout {
+        watcher.created = match self.timeout() {
             Some(after) => tokio::time::timeout(after, wait).await.map_err(|_| Error::Timeout { after })??,
             None => wait.await?,
         };
