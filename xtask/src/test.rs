@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, as CI runs it (`.ci/run` calls only this).
 //!
 //! 1. installs every pinned etcd release (the harness does it; nothing else need be on the machine);
-//! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`;
+//! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`, and
+//!    `cargo package` of the published crates (what each package must carry, and nothing else);
 //! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
 //! 4. every example in `crates/*/examples/`, each against a fresh etcd from the harness;
 //! 5. the server-facing tests and the examples again against etcd 3.4.23;
@@ -46,6 +47,8 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         check("cargo fmt --check", cargo(&["fmt", "--all", "--check"], None));
         step("cargo clippy");
         check("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], None));
+        step("cargo package");
+        check("cargo package", check_packages());
     }
 
     step("tests against etcd 3.5.1");
@@ -77,6 +80,51 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         failed.push(format!("processes outlived the tests: {leaked:?}"));
     }
     ensure!(failed.is_empty(), "failed: {}", failed.join("; "));
+    Ok(())
+}
+
+/// The crates meant for crates.io, and the files each package must carry (the generated code
+/// and the docs pages that `include_str!` pulls in among them).
+const PUBLISHED: &[(&str, &[&str])] = &[
+    ("etcd-wire", &["Cargo.toml", "README.md", "MIGRATION.md", "src/lib.rs", "src/generated/etcdserverpb.rs"]),
+    ("etcd-recipes", &["Cargo.toml", "README.md", "src/lib.rs"]),
+];
+
+/// Packages the published crates together (`--no-verify`: the test steps build the same
+/// sources) and checks each package's file list: everything it needs, no tests, benches or
+/// large files.
+fn check_packages() -> Result<()> {
+    let mut args = vec!["package", "--no-verify", "--allow-dirty"];
+    for (krate, _) in PUBLISHED {
+        args.extend(["-p", krate]);
+    }
+    cargo(&args, None)?;
+    let root = crate::codegen::workspace_root();
+    for (krate, needed) in PUBLISHED {
+        let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["package", "--list", "--allow-dirty", "-p", krate])
+            .current_dir(&root)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "`cargo package --list -p {krate}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let files: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        for file in *needed {
+            ensure!(files.iter().any(|f| f == file), "the {krate} package lacks {file}");
+        }
+        let dir = root.join("crates").join(krate);
+        for file in &files {
+            ensure!(
+                !file.starts_with("tests/") && !file.starts_with("benches/") && !file.ends_with(".log"),
+                "the {krate} package carries {file}, which no user needs"
+            );
+            let size = std::fs::metadata(dir.join(file)).map(|m| m.len()).unwrap_or(0);
+            ensure!(size <= 1 << 20, "the {krate} package carries {file} of {size} bytes");
+        }
+        println!("{krate}: {} files", files.len());
+    }
     Ok(())
 }
 
