@@ -21,8 +21,8 @@ pub(crate) struct ChaosArgs {
     /// Total running time, split evenly between the runs (at least 30 s each).
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
-    /// Faults to inject, comma-separated: kill, pause, member, leader, partition, drop, delay,
-    /// compact; or `all`.
+    /// Faults to inject, comma-separated: kill, pause, stale, member, leader, partition, drop,
+    /// delay, compact; or `all`.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Lock strategies, comma-separated: mutex, naive, lease, rpc.

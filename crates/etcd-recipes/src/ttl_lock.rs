@@ -44,6 +44,17 @@ struct OwnLease {
     cleanup: Cleanup,
 }
 
+impl OwnLease {
+    /// The acquisition failed with `err`: revokes the fresh lease before returning `err` (if that
+    /// fails too, the revoke goes on in the background), so nothing of it is left when it returns.
+    async fn give_up(self, err: Error, op: &mut OpTrace) -> Error {
+        if let Err(e) = self.cleanup.run(op).await {
+            tracing::debug!(error = %e, "revoking the lock's lease failed; retrying in the background");
+        }
+        err
+    }
+}
+
 impl LeaseTtlLock {
     /// A lock on the key `name`. Each acquisition's lease has the session's TTL (see
     /// [`with_ttl`](Self::with_ttl)); the session provides the client, and a waiter whose session
@@ -77,13 +88,19 @@ impl LeaseTtlLock {
         let mut lease = self.grant(&mut op).await?;
         lease.cleanup = lease.cleanup.with_slot(Some(slot));
         loop {
-            match self.attempt(&lease, &mut op).await? {
+            let attempt = match self.attempt(&lease, &mut op).await {
+                Ok(attempt) => attempt,
+                Err(err) => return Err(lease.give_up(err, &mut op).await),
+            };
+            match attempt {
                 Ok(revision) => return Ok(self.guard(lease, revision, &op)),
                 Err(holder_rev) => {
                     op.note(|| format!("held (create revision {holder_rev}); waiting for its delete"));
                     let status = lease.keep_alive.status();
                     let stop = Stop { session: Some(&self.session), lease: Some(&status), own: None };
-                    wait_deleted(&self.key, holder_rev, stop, &mut op).await?;
+                    if let Err(err) = wait_deleted(&self.key, holder_rev, stop, &mut op).await {
+                        return Err(lease.give_up(err, &mut op).await);
+                    }
                 }
             }
         }
@@ -95,12 +112,13 @@ impl LeaseTtlLock {
         let slot = self.session.try_claim(&self.key).ok_or(Error::Locked)?;
         let mut lease = self.grant(&mut op).await?;
         lease.cleanup = lease.cleanup.with_slot(Some(slot));
-        match self.attempt(&lease, &mut op).await? {
-            Ok(revision) => Ok(self.guard(lease, revision, &op)),
-            Err(_) => {
+        match self.attempt(&lease, &mut op).await {
+            Ok(Ok(revision)) => Ok(self.guard(lease, revision, &op)),
+            Ok(Err(_)) => {
                 lease.cleanup.run(&mut op).await?;
                 Err(Error::Locked)
             }
+            Err(err) => Err(lease.give_up(err, &mut op).await),
         }
     }
 
