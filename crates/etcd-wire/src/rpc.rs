@@ -428,10 +428,12 @@ struct Auth {
 }
 
 /// Whether a status reports the request's deadline passing: tonic's own timer ("Timeout expired")
-/// or the server's (`DeadlineExceeded`).
+/// or the server's (`DeadlineExceeded`; the Lock and Election services of etcd 3.4 pass the
+/// context's error on as `Unknown`, "context deadline exceeded").
 fn is_deadline(status: &Status) -> bool {
     status.code() == tonic::Code::DeadlineExceeded
         || status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired")
+        || status.code() == tonic::Code::Unknown && status.message().contains("context deadline exceeded")
 }
 
 /// Whether the server rejected the request for want of a current token, before doing anything,
