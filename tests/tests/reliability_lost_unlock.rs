@@ -44,8 +44,7 @@ impl Rig {
 
     /// Writes (Txn or DeleteRange) etcd has started serving so far.
     fn writes(&self) -> Result<f64> {
-        let url = &self.etcd.endpoints()[0];
-        Ok(requests_started(url, "Txn")? + requests_started(url, "DeleteRange")?)
+        requests_started(&self.etcd.endpoints()[0], &["Txn", "DeleteRange"])
     }
 
     /// Waits until etcd has started serving a write after `since` writes: the old holder's retry.
