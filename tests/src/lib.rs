@@ -51,39 +51,18 @@ where
     }
 }
 
-/// A member's Prometheus metrics (served on the client URL), as text.
-fn metrics_text(url: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr)?;
-    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// A gauge or counter from a member's Prometheus endpoint, e.g.
 /// `etcd_debugging_mvcc_watcher_total`: what the server sees, for tests that must not trust the
 /// client's own account.
 pub fn metric(url: &str, name: &str) -> Result<f64> {
-    let text = metrics_text(url)?;
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name)).context("no such metric")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+    etcd_harness::Metrics::scrape(url)?.value(name).context("no such metric")
 }
 
 /// How many requests of any of `methods` (`Txn`, `DeleteRange`, ...) the member at `url` has
 /// started serving: its `grpc_server_started_total` for them, summed over the other labels, from
 /// one read of its metrics. Counts what reached the server, whatever became of the answer.
 pub fn requests_started(url: &str, methods: &[&str]) -> Result<f64> {
-    let text = metrics_text(url)?;
-    let wanted: Vec<String> = methods.iter().map(|m| format!("grpc_method=\"{m}\"")).collect();
-    let mut total = 0.0;
-    for line in text.lines().filter(|l| l.starts_with("grpc_server_started_total{")) {
-        if wanted.iter().any(|w| line.contains(w.as_str())) {
-            total += line.split_whitespace().last().context("no value")?.parse::<f64>()?;
-        }
-    }
-    Ok(total)
+    Ok(etcd_harness::Metrics::scrape(url)?.grpc_started(methods))
 }
 
 /// etcd's gauge of registered watchers.
