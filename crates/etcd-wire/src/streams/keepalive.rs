@@ -2,8 +2,13 @@
 //! renews every kept-alive lease, tracks each lease's deadline and tells its owners when it is
 //! lost. The algorithm, step by step, is in the docs of [`crate::lease`]; the stream itself is
 //! kept by a [`Supervisor`].
+//!
+//! **Invariant:** no step of the task scans the leases. Answers, sends, deadlines and the stall
+//! timeout go through a sorted [`Schedule`], so one refresh costs O(log n) in the number of leases
+//! (only opening a new stream touches every lease, once); a task keeping 100,000 leases spends
+//! per refresh about what it spends with 1,000.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -57,15 +62,77 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// One kept-alive lease and its registrations.
 struct Lease {
-    regs: HashMap<i64, watch::Sender<State>>,
+    /// Registrations (usually one), by registration ID.
+    regs: Vec<(i64, watch::Sender<State>)>,
     /// Latest TTL the server answered; 0 before the first answer.
     ttl: i64,
     /// Send time of the latest answered request + TTL; `None` before the first answer.
     deadline: Option<Instant>,
+    /// When the next request is due (on the current stream, or at once on the next).
     next_send: Instant,
     /// Send times of this lease's requests on the current stream not answered yet, oldest first
     /// (the server answers a stream's requests in order).
     sent: VecDeque<Instant>,
+}
+
+/// The leases' times, sorted, so the task finds what is due without scanning the leases. Every
+/// change to a lease's `next_send`, `deadline` or `ttl` goes through it.
+#[derive(Default)]
+struct Schedule {
+    /// `(next_send, id)` of every lease.
+    sends: BTreeSet<(Instant, i64)>,
+    /// `(deadline, id)` of every lease that has a deadline.
+    deadlines: BTreeSet<(Instant, i64)>,
+    /// How many leases have each TTL (answered leases only): the shortest sets the stall timeout.
+    ttls: BTreeMap<i64, usize>,
+}
+
+impl Schedule {
+    fn add(&mut self, id: i64, next_send: Instant) -> Lease {
+        self.sends.insert((next_send, id));
+        Lease { regs: Vec::new(), ttl: 0, deadline: None, next_send, sent: VecDeque::new() }
+    }
+
+    fn send_at(&mut self, id: i64, lease: &mut Lease, at: Instant) {
+        self.sends.remove(&(lease.next_send, id));
+        lease.next_send = at;
+        self.sends.insert((at, id));
+    }
+
+    fn set_deadline(&mut self, id: i64, lease: &mut Lease, deadline: Instant) {
+        if let Some(old) = lease.deadline.replace(deadline) {
+            self.deadlines.remove(&(old, id));
+        }
+        self.deadlines.insert((deadline, id));
+    }
+
+    fn set_ttl(&mut self, lease: &mut Lease, ttl: i64) {
+        if lease.ttl == ttl {
+            return;
+        }
+        self.forget_ttl(lease.ttl);
+        lease.ttl = ttl;
+        if ttl > 0 {
+            *self.ttls.entry(ttl).or_default() += 1;
+        }
+    }
+
+    fn forget_ttl(&mut self, ttl: i64) {
+        if let Some(n) = self.ttls.get_mut(&ttl) {
+            *n -= 1;
+            if *n == 0 {
+                self.ttls.remove(&ttl);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: i64, lease: &Lease) {
+        self.sends.remove(&(lease.next_send, id));
+        if let Some(deadline) = lease.deadline {
+            self.deadlines.remove(&(deadline, id));
+        }
+        self.forget_ttl(lease.ttl);
+    }
 }
 
 /// The current stream's bookkeeping: requests sent and not yet answered, and when it last moved.
@@ -81,24 +148,31 @@ struct Task {
     stream: Supervisor<pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse>,
     cmds: mpsc::UnboundedReceiver<Command>,
     leases: HashMap<i64, Lease>,
+    schedule: Schedule,
     flight: Flight,
+    /// The next wake-up to notice a dropped client; moves by [`TICK`] once passed.
+    tick_at: Instant,
 }
 
 impl Task {
     fn new(core: Weak<Core>, cmds: mpsc::UnboundedReceiver<Command>) -> Self {
         let stream = Supervisor::new(core, "lease keep-alive");
-        Task { stream, cmds, leases: HashMap::new(), flight: Flight::default() }
+        let (leases, schedule, flight) = (HashMap::new(), Schedule::default(), Flight::default());
+        Task { stream, cmds, leases, schedule, flight, tick_at: Instant::now() + TICK }
     }
 
     async fn run(mut self) {
+        let sleep = tokio::time::sleep_until(self.tick_at);
+        tokio::pin!(sleep);
         loop {
             let now = Instant::now();
             if self.stream.client_gone() {
                 return self.end_all(LeaseLost::ClientClosed);
             }
-            let expired: Vec<i64> =
-                self.leases.iter().filter(|(_, l)| l.deadline.is_some_and(|d| d <= now)).map(|(id, _)| *id).collect();
-            for id in expired {
+            while let Some(&(deadline, id)) = self.schedule.deadlines.first()
+                && deadline <= now
+            {
+                self.schedule.deadlines.pop_first();
                 self.end(id, LeaseLost::Deadline);
             }
             if self.leases.is_empty() {
@@ -117,6 +191,9 @@ impl Task {
                 self.send_due(Instant::now());
             }
             let wake = self.next_wake(now);
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => self.apply(cmd),
@@ -127,7 +204,7 @@ impl Task {
                     Some(Err(status)) => self.fail(status.message(), needs_new_token(&status)),
                     None => self.fail("the stream ended", false),
                 },
-                () = tokio::time::sleep_until(wake), if !self.leases.is_empty() => {}
+                () = &mut sleep, if !self.leases.is_empty() => {}
             }
         }
     }
@@ -135,23 +212,20 @@ impl Task {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Register { id, reg, state } => {
-                let lease = self.leases.entry(id).or_insert_with(|| Lease {
-                    regs: HashMap::new(),
-                    ttl: 0,
-                    deadline: None,
-                    next_send: Instant::now(),
-                    sent: VecDeque::new(),
-                });
+                let schedule = &mut self.schedule;
+                let lease = self.leases.entry(id).or_insert_with(|| schedule.add(id, Instant::now()));
                 if lease.ttl > 0 {
                     state.send_replace(State { ttl: lease.ttl, deadline: lease.deadline, lost: None });
                 }
-                lease.regs.insert(reg, state);
+                lease.regs.push((reg, state));
             }
             Command::Unregister { id, reg } => {
                 if let Some(lease) = self.leases.get_mut(&id) {
-                    lease.regs.remove(&reg);
-                    if lease.regs.is_empty() {
-                        self.leases.remove(&id);
+                    lease.regs.retain(|(r, _)| *r != reg);
+                    if lease.regs.is_empty()
+                        && let Some(lease) = self.leases.remove(&id)
+                    {
+                        self.schedule.remove(id, &lease);
                     }
                 }
             }
@@ -169,27 +243,37 @@ impl Task {
         }
         // The answer is for this lease's oldest unanswered request; the server started the TTL
         // after that request was sent, so counting from the send never overestimates the lease.
-        lease.ttl = answer.ttl;
+        self.schedule.set_ttl(lease, answer.ttl);
         // An answer with no request on record (one sent before the lease was registered again)
         // proves nothing about when the TTL started: it must not move the deadline.
         if let Some(sent) = lease.sent.pop_front() {
             let sent = sent.min(now);
             let deadline = sent + secs(answer.ttl);
-            lease.deadline = Some(lease.deadline.map_or(deadline, |d| d.max(deadline)));
-            lease.next_send = sent + secs(answer.ttl) / 3;
+            if lease.deadline.is_none_or(|d| d < deadline) {
+                self.schedule.set_deadline(answer.id, lease, deadline);
+            }
+            self.schedule.send_at(answer.id, lease, sent + secs(answer.ttl) / 3);
         }
         let (ttl, deadline) = (lease.ttl, lease.deadline);
-        for state in lease.regs.values() {
-            state.send_modify(|s| (s.ttl, s.deadline) = (ttl, deadline));
+        for (_, state) in &lease.regs {
+            // Owners read the deadline when they need it; only a new TTL (the first answer among
+            // them) wakes those waiting for a change, so a refresh wakes no one.
+            state.send_if_modified(|s| {
+                let woken = s.ttl != ttl;
+                (s.ttl, s.deadline) = (ttl, deadline);
+                woken
+            });
         }
     }
 
     /// A new stream is open: every lease is sent at once.
     fn on_open(&mut self, now: Instant) {
         tracing::debug!(leases = self.leases.len(), "sending every lease on the new keep-alive stream");
-        for lease in self.leases.values_mut() {
+        self.schedule.sends.clear();
+        for (&id, lease) in &mut self.leases {
             lease.next_send = now;
             lease.sent.clear();
+            self.schedule.sends.insert((now, id));
         }
         self.flight = Flight::default();
     }
@@ -204,7 +288,13 @@ impl Task {
     fn send_due(&mut self, now: Instant) {
         let Some(link) = self.stream.link() else { return };
         let mut broken = false;
-        for (&id, lease) in self.leases.iter_mut().filter(|(_, l)| l.next_send <= now) {
+        while let Some(&(at, id)) = self.schedule.sends.first()
+            && at <= now
+        {
+            let Some(lease) = self.leases.get_mut(&id) else {
+                self.schedule.sends.pop_first();
+                continue;
+            };
             if !link.send(pb::LeaseKeepAliveRequest { id }) {
                 broken = true;
                 break;
@@ -214,7 +304,8 @@ impl Task {
             }
             self.flight.outstanding += 1;
             lease.sent.push_back(now);
-            lease.next_send = now + if lease.ttl > 0 { secs(lease.ttl) / 3 } else { Duration::from_secs(1) };
+            let next = now + if lease.ttl > 0 { secs(lease.ttl) / 3 } else { Duration::from_secs(1) };
+            self.schedule.send_at(id, lease, next);
         }
         if broken {
             self.fail("the stream is closed", false);
@@ -223,21 +314,25 @@ impl Task {
 
     /// How long a stream may leave requests unanswered before it is replaced.
     fn stall_timeout(&self) -> Duration {
-        let shortest = self.leases.values().filter(|l| l.ttl > 0).map(|l| l.ttl).min().unwrap_or(6);
+        let shortest = self.schedule.ttls.keys().next().copied().unwrap_or(6);
         (secs(shortest) / 3).clamp(Duration::from_secs(1), Duration::from_secs(5))
     }
 
-    fn next_wake(&self, now: Instant) -> Instant {
-        let mut wake = now + TICK;
-        for lease in self.leases.values() {
-            if let Some(deadline) = lease.deadline {
-                wake = wake.min(deadline);
-            }
-            if self.stream.is_open() {
-                wake = wake.min(lease.next_send);
-            }
+    /// The next instant something is due: a deadline, a send (or a new stream), a stall, or
+    /// the tick. Unchanged by an answer that moves none of these, so the timer is left alone.
+    fn next_wake(&mut self, now: Instant) -> Instant {
+        if self.tick_at <= now {
+            self.tick_at = now + TICK;
         }
-        if !self.stream.is_open() {
+        let mut wake = self.tick_at;
+        if let Some(&(deadline, _)) = self.schedule.deadlines.first() {
+            wake = wake.min(deadline);
+        }
+        if self.stream.is_open() {
+            if let Some(&(send, _)) = self.schedule.sends.first() {
+                wake = wake.min(send);
+            }
+        } else {
             wake = wake.min(self.stream.retry_at());
         }
         if let Some(progress) = self.flight.progress {
@@ -250,7 +345,8 @@ impl Task {
     fn end(&mut self, id: i64, why: LeaseLost) {
         if let Some(lease) = self.leases.remove(&id) {
             tracing::debug!(lease = id, %why, "lease lost");
-            for state in lease.regs.values() {
+            self.schedule.remove(id, &lease);
+            for (_, state) in &lease.regs {
                 state.send_modify(|s| s.lost = Some(why));
             }
         }
@@ -281,7 +377,61 @@ mod tests {
     fn register(task: &mut Task, id: i64, reg: i64) -> watch::Receiver<State> {
         let (state, rx) = watch::channel(State::default());
         task.apply(Command::Register { id, reg, state });
+        task.assert_scheduled();
         rx
+    }
+
+    impl Task {
+        /// The schedule holds exactly the leases' times.
+        fn assert_scheduled(&self) {
+            let sends: BTreeSet<_> = self.leases.iter().map(|(&id, l)| (l.next_send, id)).collect();
+            assert_eq!(self.schedule.sends, sends);
+            let deadlines: BTreeSet<_> = self.leases.iter().filter_map(|(&id, l)| Some((l.deadline?, id))).collect();
+            assert_eq!(self.schedule.deadlines, deadlines);
+            let mut ttls = BTreeMap::new();
+            for lease in self.leases.values().filter(|l| l.ttl > 0) {
+                *ttls.entry(lease.ttl).or_default() += 1;
+            }
+            assert_eq!(self.schedule.ttls, ttls);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_schedule_follows_sends_answers_losses_and_new_streams() {
+        let mut task = task();
+        let mut sent = task.stream.open_for_test();
+        let (_a, _b, _c) = (register(&mut task, 1, 1), register(&mut task, 2, 2), register(&mut task, 3, 3));
+        let now = Instant::now();
+        task.send_due(now);
+        task.assert_scheduled();
+        let mut ids: Vec<i64> = std::iter::from_fn(|| sent.try_recv().ok()).map(|r| r.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3], "each due lease sent once");
+        assert_eq!(task.schedule.sends.first().map(|s| s.0), Some(now + Duration::from_secs(1)));
+        task.on_answer(pb::LeaseKeepAliveResponse { header: None, id: 1, ttl: 30 });
+        task.on_answer(pb::LeaseKeepAliveResponse { header: None, id: 2, ttl: 3 });
+        task.assert_scheduled();
+        assert_eq!(task.stall_timeout(), Duration::from_secs(1), "the shortest TTL sets it");
+        assert_eq!(task.leases[&1].next_send, now.min(Instant::now()) + Duration::from_secs(10));
+        task.on_answer(pb::LeaseKeepAliveResponse { header: None, id: 2, ttl: 0 });
+        task.assert_scheduled();
+        assert_eq!(
+            task.stall_timeout(),
+            Duration::from_secs(5),
+            "the lost lease's TTL no longer counts (30 s / 3, at most 5 s)"
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        while let Some(&(deadline, id)) = task.schedule.deadlines.first()
+            && deadline <= later
+        {
+            task.schedule.deadlines.pop_first();
+            task.end(id, LeaseLost::Deadline);
+        }
+        task.assert_scheduled();
+        assert_eq!(task.leases.keys().copied().collect::<Vec<_>>(), [3], "lease 1 passed its deadline");
+        task.on_open(later);
+        task.assert_scheduled();
+        assert_eq!(task.schedule.sends.first(), Some(&(later, 3)), "a new stream sends every lease at once");
     }
 
     #[test]
@@ -310,6 +460,7 @@ mod tests {
         assert!(task.leases.contains_key(&2), "kept while a registration remains");
         task.apply(Command::Unregister { id: 2, reg: 4 });
         assert!(task.leases.is_empty());
+        task.assert_scheduled();
         assert_eq!(c.borrow().lost, None, "unregistering is not a loss");
     }
 
@@ -320,7 +471,8 @@ mod tests {
         let _a = register(&mut task, 1, 1);
         task.on_answer(pb::LeaseKeepAliveResponse { header: None, id: 1, ttl: 2 });
         assert_eq!(task.stall_timeout(), Duration::from_secs(1));
-        task.leases.clear();
+        task.apply(Command::Unregister { id: 1, reg: 1 });
+        task.assert_scheduled();
         let _b = register(&mut task, 2, 2);
         task.on_answer(pb::LeaseKeepAliveResponse { header: None, id: 2, ttl: 3600 });
         assert_eq!(task.stall_timeout(), Duration::from_secs(5));
