@@ -8,8 +8,9 @@
 //! stdout, and writes `report.md` and SVG plots to `<target>/lock-report/`.
 //!
 //! Flags: `--full` (longer points, more contention levels), `--fsync` (etcd with fsync on; also
-//! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table). `ETCD_ENDPOINTS` measures your
-//! own cluster instead of a local one.
+//! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table), `--leases-only` (just the
+//! keep-alive scaling table), `--leases=1000,100000` (the lease counts it measures).
+//! `ETCD_ENDPOINTS` measures your own cluster instead of a local one.
 
 mod common;
 
@@ -40,7 +41,10 @@ struct Plan {
     kv_sequential: usize,
     kv_in_flight: u64,
     failovers: usize,
-    leases: usize,
+    /// Lease counts the keep-alive cost is measured at (its growth from the first to the last is
+    /// the scaling figure).
+    leases: Vec<usize>,
+    lease_ttl: i64,
     lease_window: Duration,
 }
 
@@ -55,8 +59,10 @@ impl Plan {
             kv_sequential: 300,
             kv_in_flight: 3000,
             failovers: 40,
-            leases: 10_000,
-            lease_window: Duration::from_secs(6),
+            leases: vec![1_000, 10_000, 100_000],
+            // Refreshed every 10 s: 100,000 leases are 10,000 refreshes per second.
+            lease_ttl: 30,
+            lease_window: Duration::from_secs(10),
         }
     }
 
@@ -69,7 +75,7 @@ impl Plan {
             kv_sequential: 1000,
             kv_in_flight: 10_000,
             failovers: 200,
-            lease_window: Duration::from_secs(20),
+            lease_window: Duration::from_secs(30),
             ..Plan::short()
         }
     }
@@ -85,7 +91,8 @@ impl Plan {
             kv_sequential: 50,
             kv_in_flight: 200,
             failovers: 3,
-            leases: 1000,
+            leases: vec![1000],
+            lease_ttl: 6,
             lease_window: Duration::from_secs(2),
         }
     }
@@ -105,6 +112,11 @@ fn main() -> Result<(), BoxError> {
     } else {
         Plan::smoke()
     };
+    let mut plan = plan;
+    if let Some(list) = args.iter().find_map(|a| a.strip_prefix("--leases=")) {
+        // Other lease counts, e.g. `--leases=1000,30000`.
+        plan.leases = list.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    }
     let started = Instant::now();
     eprintln!("report: starting etcd...");
     let server = Server::start(has("--fsync"))?;
@@ -117,6 +129,15 @@ fn main() -> Result<(), BoxError> {
         // Only the KV comparison (for before/after measurements of etcd-wire's hot path).
         let kv = rt.block_on(kv_compare(&server, &plan))?;
         println!("{}", kv_table(&kv));
+        return Ok(());
+    }
+    if has("--leases-only") {
+        // Only the keep-alive scaling (for before/after measurements of the keep-alive task).
+        let costs = rt.block_on(keep_alive_series(&server, &plan))?;
+        println!("{}", keep_alive_table(&costs));
+        for v in keep_alive_verdicts(&costs) {
+            println!("{}: {} ({})", if v.pass { "PASS" } else { "MISS" }, v.target, v.measured);
+        }
         return Ok(());
     }
 
@@ -132,11 +153,7 @@ fn main() -> Result<(), BoxError> {
         }
         Ok::<_, etcd_recipes::Error>(s)
     })?;
-    eprintln!("report: keeping {} leases alive for {:.0} s...", plan.leases, plan.lease_window.as_secs_f64());
-    let keep_alive = rt.block_on(async {
-        let client = server.client().await?;
-        keep_alive_cost(&client, plan.leases, 6, plan.lease_window).await
-    })?;
+    let keep_alive = rt.block_on(keep_alive_series(&server, &plan))?;
 
     let report = Report { plan, machine, server: &server, points, kv, failover, keep_alive, took: started.elapsed() };
     let dir = output_dir();
@@ -155,6 +172,74 @@ fn main() -> Result<(), BoxError> {
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
+
+/// The keep-alive cost at each of the plan's lease counts, each on a new client.
+async fn keep_alive_series(server: &Server, plan: &Plan) -> Result<Vec<KeepAliveCost>, BoxError> {
+    let mut costs = Vec::new();
+    for &n in &plan.leases {
+        eprintln!(
+            "report: keeping {n} leases (TTL {} s) alive for {:.0} s...",
+            plan.lease_ttl,
+            plan.lease_window.as_secs_f64()
+        );
+        costs.push(keep_alive_cost(server, n, plan.lease_ttl, plan.lease_window).await?);
+    }
+    Ok(costs)
+}
+
+/// One row per lease count: CPU per refresh, share of a core, memory per lease, losses.
+fn keep_alive_table(costs: &[KeepAliveCost]) -> String {
+    let mut out = String::from(
+        "| leases | TTL | refreshes in window | CPU per refresh | CPU (share of a core) | memory per lease | lost | setup |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for k in costs {
+        let _ = writeln!(
+            out,
+            "| {} | {} s | {:.0}{} | {:.1} µs | {:.1}% | {:.0} B | {} | {:.1} s |",
+            k.leases,
+            k.ttl,
+            k.refreshes,
+            if k.counted { "" } else { " (estimated)" },
+            k.cpu_per_refresh.as_secs_f64() * 1e6,
+            k.cpu_per_sec_per_1000.as_secs_f64() * 100.0 * k.leases as f64 / 1000.0,
+            k.rss_per_lease,
+            k.lost,
+            k.setup.as_secs_f64()
+        );
+    }
+    out
+}
+
+/// Keep-alive targets: CPU per refresh flat (×1.5) from the fewest to the most leases, ≤ 15 µs at
+/// 100,000, nothing lost.
+fn keep_alive_verdicts(costs: &[KeepAliveCost]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let us = |k: &KeepAliveCost| k.cpu_per_refresh.as_secs_f64() * 1e6;
+    if let (Some(first), Some(last)) = (costs.first(), costs.last())
+        && last.leases > first.leases
+    {
+        let growth = us(last) / us(first).max(1e-9);
+        out.push(Verdict {
+            target: format!("Keep-alive CPU per refresh within ×1.5 from {} to {} leases", first.leases, last.leases),
+            measured: format!("{:.1} µs → {:.1} µs: ×{growth:.2}", us(first), us(last)),
+            pass: growth <= 1.5,
+        });
+    }
+    if let Some(k) = costs.iter().find(|k| k.leases >= 100_000) {
+        out.push(Verdict {
+            target: format!("Keep-alive ≤ 15 µs of CPU per refresh at {} leases", k.leases),
+            measured: format!("{:.1} µs ({:.0} B per lease)", us(k), k.rss_per_lease),
+            pass: us(k) <= 15.0,
+        });
+    }
+    let lost: usize = costs.iter().map(|k| k.lost).sum();
+    out.push(Verdict {
+        target: "No kept-alive lease lost".to_owned(),
+        measured: format!("{lost} lost"),
+        pass: lost == 0,
+    });
+    out
+}
 
 /// Every lock at every contention level: for each (clients, contenders), all locks back to back.
 async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Point>, BoxError> {
@@ -388,7 +473,7 @@ struct Report<'a> {
     points: Vec<Point>,
     kv: Vec<KvRow>,
     failover: Samples,
-    keep_alive: KeepAliveCost,
+    keep_alive: Vec<KeepAliveCost>,
     took: Duration,
 }
 
@@ -415,7 +500,7 @@ impl Report<'_> {
     }
 
     fn verdicts(&self) -> Vec<Verdict> {
-        let mut out = Vec::new();
+        let mut out = keep_alive_verdicts(&self.keep_alive);
         for row in &self.kv {
             let (w, p) = (row.wire_sequential.quantile(0.5), row.peer_sequential.quantile(0.5));
             let ratio = w.as_secs_f64() / p.as_secs_f64().max(1e-12);
@@ -591,7 +676,6 @@ impl Report<'_> {
     }
 
     fn others(&self) -> String {
-        let k = &self.keep_alive;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -603,16 +687,8 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- **Lease keep-alive**, {} leases (TTL {} s, so each is refreshed every {} s) on one client's shared stream: {:.2} ms of CPU per second per 1,000 leases ({:.1}% of a core for all; {:.0} µs per refresh, so at TTL 60 s about a tenth of this), {:.0} KiB resident per 1,000 leases; {} lost. Granting and registering them took {:.1} s.",
-            k.leases,
-            k.ttl,
-            k.ttl / 3,
-            ms(k.cpu_per_sec_per_1000),
-            k.cpu_per_sec_per_1000.as_secs_f64() * 100.0 * k.leases as f64 / 1000.0,
-            k.cpu_per_sec_per_1000.as_secs_f64() * 1e6 * (k.ttl as f64 / 3.0) / 1000.0,
-            k.rss_per_1000 / 1024.0,
-            k.lost,
-            k.setup.as_secs_f64()
+            "\n**Lease keep-alive** on one client's shared stream (this process's CPU over the window; refreshes counted by the server):\n\n{}",
+            keep_alive_table(&self.keep_alive)
         );
         out
     }

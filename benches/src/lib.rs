@@ -403,23 +403,43 @@ pub struct KeepAliveCost {
     pub setup: Duration,
     /// The window CPU was measured over.
     pub window: Duration,
+    /// Keep-alive requests the server received in the window (its
+    /// `grpc_server_msg_received_total` for `LeaseKeepAlive`), or, when its metrics cannot be read,
+    /// the number the TTL implies.
+    pub refreshes: f64,
+    /// Whether `refreshes` was counted by the server (not estimated).
+    pub counted: bool,
     /// CPU time (user + system) this process spent per second of the window, per 1,000 leases.
     pub cpu_per_sec_per_1000: Duration,
-    /// Resident memory the registrations added, bytes per 1,000 leases.
-    pub rss_per_1000: f64,
+    /// CPU time per refresh: the window's CPU over `refreshes`.
+    pub cpu_per_refresh: Duration,
+    /// Resident memory the registrations added, bytes per lease.
+    pub rss_per_lease: f64,
     /// Leases lost during the window (should be 0).
     pub lost: usize,
 }
 
-/// Grants `leases` leases of `ttl` seconds on `client`, keeps them all alive on its shared
-/// keep-alive stream for `window`, and reports the process's CPU and memory per 1,000 leases.
-/// Revokes them afterwards.
+/// Keep-alive requests the server's members received so far, if every member's metrics answer.
+fn keep_alives_received(server: &Server) -> Option<f64> {
+    server
+        .endpoints()
+        .iter()
+        .map(|e| etcd_harness::Metrics::scrape(e).ok().map(|m| m.grpc_received(&["LeaseKeepAlive"])))
+        .sum()
+}
+
+/// Grants `leases` leases of `ttl` seconds on a new client of ours, keeps them all alive on its
+/// shared keep-alive stream for `window` (after one refresh round, so the window is steady
+/// state), and reports the process's CPU per refresh and memory per lease. Revokes them
+/// afterwards.
 pub async fn keep_alive_cost(
-    client: &Client,
+    server: &Server,
     leases: usize,
     ttl: i64,
     window: Duration,
 ) -> etcd_wire::Result<KeepAliveCost> {
+    let client = server.client().await?;
+    let client = &client;
     let rss0 = rss_bytes();
     let start = Instant::now();
     let ids: Vec<i64> = futures::stream::iter(0..leases)
@@ -433,24 +453,29 @@ pub async fn keep_alive_cost(
         .try_collect()
         .await?;
     let setup = start.elapsed();
-    // Let the first refresh round pass before measuring, so the window is steady state.
     tokio::time::sleep(Duration::from_secs((ttl / 3).max(1) as u64)).await;
     let rss1 = rss_bytes();
+    let received0 = keep_alives_received(server);
     let cpu0 = cpu_time();
     let w0 = Instant::now();
     tokio::time::sleep(window).await;
-    let window = w0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
+    let window = w0.elapsed();
+    let received = keep_alives_received(server).zip(received0).map(|(b, a)| b - a);
     let lost = kept.iter().filter(|k| k.is_lost()).count();
     drop(kept);
-    let thousands = leases as f64 / 1000.0;
+    let estimate = leases as f64 * window.as_secs_f64() / ((ttl / 3).max(1) as f64);
+    let refreshes = received.unwrap_or(estimate).max(1.0);
     let cost = KeepAliveCost {
         leases,
         ttl,
         setup,
         window,
-        cpu_per_sec_per_1000: cpu.div_f64(window.as_secs_f64() * thousands),
-        rss_per_1000: rss1.saturating_sub(rss0) as f64 / thousands,
+        refreshes,
+        counted: received.is_some(),
+        cpu_per_sec_per_1000: cpu.div_f64(window.as_secs_f64() * leases as f64 / 1000.0),
+        cpu_per_refresh: cpu.div_f64(refreshes),
+        rss_per_lease: rss1.saturating_sub(rss0) as f64 / leases as f64,
         lost,
     };
     futures::stream::iter(ids)
