@@ -6,6 +6,7 @@
 mod common;
 
 use criterion::{BenchmarkId, Throughput};
+use etcd_benches::peer::{peer_client, peer_kv};
 use etcd_benches::{BoxError, KvOp, Server, in_flight, runtime, unique, wire_kv};
 
 fn main() -> Result<(), BoxError> {
@@ -15,7 +16,7 @@ fn main() -> Result<(), BoxError> {
     let _entered = rt.enter();
     let (wire, peer) = rt.block_on(async {
         let wire = server.client().await?;
-        let peer = common::peer_client(server.endpoints()).await?.kv_client();
+        let peer = peer_client(server.endpoints()).await?.kv_client();
         Ok::<_, BoxError>((wire, peer))
     })?;
     let key = unique("kv");
@@ -42,13 +43,13 @@ fn main() -> Result<(), BoxError> {
                             let mut kv = peer.clone();
                             let start = std::time::Instant::now();
                             for _ in 0..iters {
-                                common::peer_kv(&mut kv, &key, op).await?;
+                                peer_kv(&mut kv, &key, op).await?;
                             }
                             return Ok(start.elapsed());
                         }
                         in_flight(iters, depth, |_| {
                             let (mut kv, key) = (peer.clone(), key.as_str());
-                            async move { common::peer_kv(&mut kv, key, op).await }
+                            async move { peer_kv(&mut kv, key, op).await }
                         })
                         .await
                     })

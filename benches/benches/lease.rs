@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use etcd_benches::peer::peer_client;
 use etcd_benches::{BoxError, Server, keep_alive_cost, runtime, selected};
 use futures::{StreamExt, TryStreamExt};
 
@@ -18,9 +19,8 @@ fn main() -> Result<(), BoxError> {
     eprintln!("lease: against {}", server.describe());
     let rt = runtime();
     let _entered = rt.enter();
-    let (wire, peer) = rt.block_on(async {
-        Ok::<_, BoxError>((server.client().await?, common::peer_client(server.endpoints()).await?))
-    })?;
+    let (wire, peer) =
+        rt.block_on(async { Ok::<_, BoxError>((server.client().await?, peer_client(server.endpoints()).await?)) })?;
     let mut c = common::criterion();
     let mut group = c.benchmark_group("lease/grant");
     group.bench_function("etcd-wire", |b| {

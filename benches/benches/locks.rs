@@ -14,8 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::Lock;
 use criterion::{BenchmarkId, SamplingMode, Throughput};
+use etcd_benches::peer::Lock;
 use etcd_benches::{BoxError, Contenders, Server, merge, runtime, unique};
 use etcd_lockbench::{Clients, Outcome, Point, Until, table};
 

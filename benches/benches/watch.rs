@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use criterion::Throughput;
+use etcd_benches::peer::peer_client;
 use etcd_benches::{BoxError, KV_VALUE, Server, in_flight, runtime, unique};
 use etcd_wire::{PutOptions, WatchOptions};
 use futures::StreamExt;
@@ -48,7 +49,7 @@ fn main() -> Result<(), BoxError> {
         let key = unique("watch-latency");
         let mut stream = rt
             .block_on(async {
-                let mut peer = common::peer_client(server.endpoints()).await?;
+                let mut peer = peer_client(server.endpoints()).await?;
                 let mut stream = peer.watch(key.as_str(), None).await?;
                 stream.message().await?; // the `created` answer
                 Ok::<_, etcd_client::Error>(stream)

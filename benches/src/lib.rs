@@ -1,11 +1,14 @@
-//! Shared code of the benchmarks: the etcd server they measure against, and the measurements more
-//! than one bench (or the report) takes. The peer, the `etcd-client` crate, is a dev-dependency of
-//! this crate only, so the code that drives it lives with the benches (`benches/common/mod.rs`).
+//! Shared code of the benchmarks: the etcd server they measure against, the measurements more
+//! than one bench (or the report) takes, the peer (`etcd-client`, driven by [`peer`]), and the
+//! lock-strategy comparison report ([`report`], which the `report` bench target runs).
 //!
 //! Environment:
 //! - `ETCD_ENDPOINTS=host:port,...`: measure against your own cluster instead of starting one.
 //! - `BENCH_FSYNC=1`: start etcd with fsync on (a realistic run). By default the harness starts it
 //!   with `--unsafe-no-fsync`, so the numbers show client and protocol overhead, not the disk.
+
+pub mod peer;
+pub mod report;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -128,6 +131,11 @@ pub fn unique(prefix: &str) -> String {
 /// outside criterion. Approximates criterion's regex filter with a substring match, which is how
 /// filters are usually written.
 pub fn selected(id: &str) -> bool {
+    selected_in(&std::env::args().skip(1).collect::<Vec<_>>(), id)
+}
+
+/// [`selected`], for the command line `args` (after the program name) instead of this process's.
+pub fn selected_in(args: &[String], id: &str) -> bool {
     const WITH_VALUE: &[&str] = &[
         "--save-baseline",
         "-s",
@@ -150,7 +158,7 @@ pub fn selected(id: &str) -> bool {
         "--format",
     ];
     let mut filters = Vec::new();
-    let mut args = std::env::args().skip(1);
+    let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "--list" {
             return false;

@@ -1,0 +1,218 @@
+//! Measuring: every lock at every contention level, KV through both clients, the keep-alive cost
+//! at each lease count, and the machine the run is on.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use etcd_lockbench::{Point, Until};
+
+use super::{Plan, ms};
+use crate::peer::{Lock, peer_client, peer_kv};
+use crate::{BoxError, Contenders, KeepAliveCost, KvOp, Samples, Server, in_flight, keep_alive_cost, unique, wire_kv};
+
+/// Session TTL of every lock contender, seconds.
+const TTL: i64 = 10;
+
+/// The keep-alive cost at each of the plan's lease counts, each on a new client.
+pub(super) async fn keep_alive_series(server: &Server, plan: &Plan) -> Result<Vec<KeepAliveCost>, BoxError> {
+    let mut costs = Vec::new();
+    for &n in &plan.leases {
+        eprintln!(
+            "report: keeping {n} leases (TTL {} s) alive for {:.0} s...",
+            plan.lease_ttl,
+            plan.lease_window.as_secs_f64()
+        );
+        costs.push(keep_alive_cost(server, n, plan.lease_ttl, plan.lease_window).await?);
+    }
+    Ok(costs)
+}
+
+/// Every lock at every contention level: for each (clients, contenders), all locks back to back.
+pub(super) async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Point>, BoxError> {
+    let total = plan.clients.len() * plan.contenders.len() * Lock::ALL.len();
+    let mut points = Vec::with_capacity(total);
+    for &clients in &plan.clients {
+        for &n in &plan.contenders {
+            for lock in Lock::ALL {
+                let name = unique(&format!("report-{}-{n}", lock.id()));
+                let (each, counters) = lock.contenders(server.endpoints(), n, clients, &name, TTL).await?;
+                let contenders = Contenders::new(each, counters);
+                let outcome = contenders.run(Until::Elapsed(plan.per_point)).await?;
+                drop(contenders);
+                eprintln!(
+                    "[{:>2}/{total}] {:<16} {:>2} contenders, {:<8} clients: {:>8.1} locks/s  wait p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.1} s)",
+                    points.len() + 1,
+                    lock.label(),
+                    n,
+                    clients.name(),
+                    outcome.throughput(),
+                    ms(outcome.wait(0.5)),
+                    ms(outcome.wait(0.99)),
+                    outcome.elapsed.as_secs_f64(),
+                );
+                points.push(Point::new(lock.label(), n, clients, outcome));
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// One KV op, both clients.
+#[derive(Debug)]
+pub(super) struct KvRow {
+    /// The request.
+    pub(super) op: KvOp,
+    /// Sequential latencies through etcd-wire.
+    pub(super) wire_sequential: Samples,
+    /// Sequential latencies through etcd-client.
+    pub(super) peer_sequential: Samples,
+    /// Requests per second through etcd-wire, 64 in flight.
+    pub(super) wire_throughput: f64,
+    /// Requests per second through etcd-client, 64 in flight.
+    pub(super) peer_throughput: f64,
+}
+
+/// KV ops through both clients, rounds interleaved (alternating who goes first) so drift in the
+/// machine's load hits both alike.
+pub(super) async fn kv_compare(server: &Server, plan: &Plan) -> Result<Vec<KvRow>, BoxError> {
+    let wire = server.client().await?;
+    let peer = peer_client(server.endpoints()).await?.kv_client();
+    let key = unique("report-kv");
+    wire_kv(&wire, &key, KvOp::Put).await?;
+    let mut rows = Vec::new();
+    for op in KvOp::ALL {
+        let mut row = KvRow {
+            op,
+            wire_sequential: Samples::default(),
+            peer_sequential: Samples::default(),
+            wire_throughput: 0.0,
+            peer_throughput: 0.0,
+        };
+        let (mut wire_time, mut peer_time) = (Duration::ZERO, Duration::ZERO);
+        // Warm both connections up (first requests pay for lazy setup).
+        for _ in 0..50 {
+            wire_kv(&wire, &key, op).await?;
+            peer_kv(&mut peer.clone(), &key, op).await?;
+        }
+        for round in 0..plan.kv_rounds {
+            for wire_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                if wire_turn {
+                    for _ in 0..plan.kv_sequential {
+                        let t = Instant::now();
+                        wire_kv(&wire, &key, op).await?;
+                        row.wire_sequential.push(t.elapsed());
+                    }
+                    wire_time += in_flight(plan.kv_in_flight, 64, |_| wire_kv(&wire, &key, op)).await?;
+                } else {
+                    let mut kv = peer.clone();
+                    for _ in 0..plan.kv_sequential {
+                        let t = Instant::now();
+                        peer_kv(&mut kv, &key, op).await?;
+                        row.peer_sequential.push(t.elapsed());
+                    }
+                    peer_time += in_flight(plan.kv_in_flight, 64, |_| {
+                        let (mut kv, key) = (peer.clone(), key.as_str());
+                        async move { peer_kv(&mut kv, key, op).await }
+                    })
+                    .await?;
+                }
+            }
+        }
+        let ops = (plan.kv_in_flight * plan.kv_rounds as u64) as f64;
+        row.wire_throughput = ops / wire_time.as_secs_f64().max(1e-9);
+        row.peer_throughput = ops / peer_time.as_secs_f64().max(1e-9);
+        eprintln!(
+            "       kv {:<18} sequential p50 {:.3} ms vs {:.3} ms; 64 in flight {:.0}/s vs {:.0}/s (etcd-wire vs etcd-client)",
+            op.name(),
+            ms(row.wire_sequential.quantile(0.5)),
+            ms(row.peer_sequential.quantile(0.5)),
+            row.wire_throughput,
+            row.peer_throughput
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// What the run ran on, read once at the start.
+#[derive(Debug)]
+pub(super) struct Machine {
+    cpu: String,
+    cores: usize,
+    memory: String,
+    kernel: String,
+    /// When the run started, `YYYY-MM-DD HH:MM UTC`.
+    pub(super) date: String,
+    /// The workspace's commit, marked when the tree has local changes.
+    pub(super) commit: String,
+    /// The server, as [`Server::describe`] says it.
+    pub(super) etcd: String,
+}
+
+impl Machine {
+    /// The CPU, memory, kernel, date and commit of this run, against `server`.
+    pub(super) fn read(server: &Server) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or_else(|| "unknown".to_owned(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(&root)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit =
+            match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+                (Some(c), Some(s)) if !s.is_empty() => format!("{c} (with local changes)"),
+                (Some(c), _) => c,
+                (None, _) => "unknown".to_owned(),
+            };
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory,
+            kernel,
+            date: utc_now(),
+            commit,
+            etcd: server.describe(),
+        }
+    }
+
+    /// One line: cores, CPU model, memory, kernel.
+    pub(super) fn cpu_line(&self) -> String {
+        format!("{} cores ({}), {} memory, Linux {}", self.cores, self.cpu, self.memory, self.kernel)
+    }
+}
+
+/// Now, as `YYYY-MM-DD HH:MM UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}

@@ -1,0 +1,224 @@
+//! The lock-strategy comparison, as a report: the `report` bench target runs it. `cargo xtask
+//! compare [--full] [--fsync]` is `cargo bench -p etcd-benches --bench report -- [--full] [--fsync]`.
+//!
+//! Every lock (our four strategies and etcd-client's server-side lock) runs at each contention
+//! level, on separate clients and on one shared client, back to back against the same server, so
+//! machine noise hits them alike; then KV (etcd-wire vs etcd-client), election failover and lease
+//! keep-alive. It prints progress on stderr, the summary table, the ratios and the targets on
+//! stdout, and writes `report.md` and SVG plots to `<target>/lock-report/`.
+//!
+//! Flags: `--full` (longer points, more contention levels), `--fsync` (etcd with fsync on; also
+//! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table), `--leases-only` (just the
+//! keep-alive scaling table), `--leases=1000,100000` (the lease counts it measures).
+//! `ETCD_ENDPOINTS` measures your own cluster instead of a local one. Without `--bench` on the
+//! command line (`cargo test --benches` runs bench targets that way) it is a quick smoke run.
+//!
+//! The rooms: this module holds the plan, the collected `Report` and the `Verdict`s, and the entry,
+//! [`main_with`]; `measure` takes the measurements (the lock grid, KV, keep-alive, the machine),
+//! `render` turns them into markdown and terminal tables and the targets' verdicts, and `plot`
+//! draws the SVG plots. The children use this module; of each other, `render` uses `measure` and
+//! `plot`, and `plot` uses neither.
+
+mod measure;
+mod plot;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use etcd_lockbench::{Clients, Outcome, Point};
+
+use crate::{BoxError, Failover, KeepAliveCost, Samples, Server, runtime, selected_in};
+use measure::{KvRow, Machine, keep_alive_series, kv_compare, lock_grid};
+use render::{keep_alive_table, keep_alive_verdicts, kv_table};
+
+/// How much to measure.
+#[derive(Debug, Clone)]
+struct Plan {
+    name: &'static str,
+    per_point: Duration,
+    contenders: Vec<usize>,
+    clients: Vec<Clients>,
+    kv_rounds: usize,
+    kv_sequential: usize,
+    kv_in_flight: u64,
+    failovers: usize,
+    /// Lease counts the keep-alive cost is measured at (its growth from the first to the last is
+    /// the scaling figure).
+    leases: Vec<usize>,
+    lease_ttl: i64,
+    lease_window: Duration,
+}
+
+impl Plan {
+    /// `cargo bench` (and `cargo xtask compare`): a few minutes.
+    fn short() -> Plan {
+        Plan {
+            name: "short",
+            per_point: Duration::from_secs(1),
+            contenders: vec![1, 2, 4, 16, 64],
+            clients: vec![Clients::Separate, Clients::Shared],
+            kv_rounds: 6,
+            kv_sequential: 300,
+            kv_in_flight: 3000,
+            failovers: 40,
+            leases: vec![1_000, 10_000, 100_000],
+            // Refreshed every 10 s: 100,000 leases are 10,000 refreshes per second.
+            lease_ttl: 30,
+            lease_window: Duration::from_secs(10),
+        }
+    }
+
+    /// `--full`: longer points, more contention levels, more samples.
+    fn full() -> Plan {
+        Plan {
+            name: "full",
+            per_point: Duration::from_secs(5),
+            contenders: vec![1, 2, 4, 8, 16, 32, 64],
+            kv_rounds: 20,
+            kv_sequential: 1000,
+            kv_in_flight: 10_000,
+            failovers: 200,
+            lease_window: Duration::from_secs(30),
+            ..Plan::short()
+        }
+    }
+
+    /// `cargo test --benches` runs bench targets without `--bench`: a quick check that it all works.
+    fn smoke() -> Plan {
+        Plan {
+            name: "smoke test",
+            per_point: Duration::from_millis(200),
+            contenders: vec![1, 4],
+            clients: vec![Clients::Separate],
+            kv_rounds: 2,
+            kv_sequential: 50,
+            kv_in_flight: 200,
+            failovers: 3,
+            leases: vec![1000],
+            lease_ttl: 6,
+            lease_window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs the report. `args` is the command line after the program name (the bench target passes
+/// `std::env::args().skip(1)`): the flags in the module docs, and criterion's, whose filters decide
+/// whether the report runs at all (`cargo bench -- <another bench's filter>` and `--list` skip it).
+pub fn main_with(args: &[String]) -> Result<(), BoxError> {
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    if !selected_in(args, "report") {
+        // `cargo bench -- <filter>` for another bench (or `--list`): nothing of ours is selected.
+        return Ok(());
+    }
+    let plan = if has("--full") {
+        Plan::full()
+    } else if has("--bench") {
+        Plan::short()
+    } else {
+        Plan::smoke()
+    };
+    let mut plan = plan;
+    if let Some(list) = args.iter().find_map(|a| a.strip_prefix("--leases=")) {
+        // Other lease counts, e.g. `--leases=1000,30000`.
+        plan.leases = list.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    }
+    let started = Instant::now();
+    eprintln!("report: starting etcd...");
+    let server = Server::start(has("--fsync"))?;
+    let machine = Machine::read(&server);
+    eprintln!("report: {} run against {}", plan.name, server.describe());
+    eprintln!("report: {}", machine.cpu_line());
+    let rt = runtime();
+    let _entered = rt.enter();
+    if has("--kv-only") {
+        // Only the KV comparison (for before/after measurements of etcd-wire's hot path).
+        let kv = rt.block_on(kv_compare(&server, &plan))?;
+        println!("{}", kv_table(&kv));
+        return Ok(());
+    }
+    if has("--leases-only") {
+        // Only the keep-alive scaling (for before/after measurements of the keep-alive task).
+        let costs = rt.block_on(keep_alive_series(&server, &plan))?;
+        println!("{}", keep_alive_table(&costs));
+        for v in keep_alive_verdicts(&costs) {
+            println!("{}: {} ({})", if v.pass { "PASS" } else { "MISS" }, v.target, v.measured);
+        }
+        return Ok(());
+    }
+
+    let points = rt.block_on(lock_grid(&server, &plan))?;
+    eprintln!("report: KV, etcd-wire vs etcd-client...");
+    let kv = rt.block_on(kv_compare(&server, &plan))?;
+    eprintln!("report: election failover, {} samples...", plan.failovers);
+    let failover = rt.block_on(async {
+        let mut f = Failover::new(&server).await?;
+        let mut s = Samples::default();
+        for _ in 0..plan.failovers {
+            s.push(f.sample().await?);
+        }
+        Ok::<_, etcd_recipes::Error>(s)
+    })?;
+    let keep_alive = rt.block_on(keep_alive_series(&server, &plan))?;
+
+    let report = Report { plan, machine, server: &server, points, kv, failover, keep_alive, took: started.elapsed() };
+    let dir = output_dir();
+    std::fs::create_dir_all(&dir)?;
+    let plots = report.plots(&dir)?;
+    let markdown = report.markdown(&plots);
+    let path = dir.join("report.md");
+    std::fs::write(&path, &markdown)?;
+    println!("{}", report.terminal());
+    println!("Report: {}", path.display());
+    for p in &plots {
+        println!("Plot:   {}", dir.join(&p.file).display());
+    }
+    Ok(())
+}
+
+/// `<target>/lock-report`: `CARGO_TARGET_DIR`, else the target directory this binary was built in.
+fn output_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        let dir = if dir.is_relative() { Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir) } else { dir };
+        return dir.join("lock-report");
+    }
+    // <target>/<profile>/deps/report-<hash>
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        let deps = exe.parent()?;
+        (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_path_buf)).flatten()
+    });
+    from_exe.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target")).join("lock-report")
+}
+
+/// Everything measured in one run, with what it ran on: what `render` and `plot` draw from.
+struct Report<'a> {
+    plan: Plan,
+    machine: Machine,
+    server: &'a Server,
+    points: Vec<Point>,
+    kv: Vec<KvRow>,
+    failover: Samples,
+    keep_alive: Vec<KeepAliveCost>,
+    took: Duration,
+}
+
+/// One target of the issue, judged.
+#[derive(Debug)]
+struct Verdict {
+    target: String,
+    measured: String,
+    pass: bool,
+}
+
+/// A duration in milliseconds, as tables and plots show it.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Report<'_> {
+    /// The outcome of `label` at `n` contenders on `clients`, if measured.
+    fn point(&self, label: &str, n: usize, clients: Clients) -> Option<&Outcome> {
+        self.points.iter().find(|p| p.label == label && p.contenders == n && p.clients == clients).map(|p| &p.outcome)
+    }
+}
