@@ -171,10 +171,12 @@ async fn test_double_barrier() -> Result<()> {
         (count(&clients[0], "test-barrier/waiters/").await.ok()? == 2).then_some(())
     })
     .await?;
-    // The oldest watches our key and its own, each other one the oldest's (their enter watches
-    // gone): one watch per participant but us, plus one. None may have left.
+    // The oldest watches our key (a twin pair, see wait.rs) and its own, each other one the
+    // oldest's (a twin pair; their enter watches gone): two watches per participant but us and
+    // the oldest, plus three. None may have left.
+    let leaving = 2 * (waiters - 2) + 3;
     eventually(Duration::from_secs(30), "every leaver to wait on its watches", || async {
-        (watchers(&eps).ok()? == watching + waiters as f64).then_some(())
+        (watchers(&eps).ok()? == watching + leaving as f64).then_some(())
     })
     .await?;
     assert_eq!(left.load(Ordering::SeqCst), 0, "barrier did not leave-wait");

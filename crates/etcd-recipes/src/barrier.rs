@@ -210,14 +210,13 @@ impl DoubleBarrier {
         let mut wait = Wait::new(ready.clone(), WatchOptions::new().with_no_delete(), Stop::session(&self.session));
         loop {
             match wait.next(op).await? {
-                Step::Look { hedge } => match op.get(&ready, GetOptions::new().with_keys_only()).await {
-                    Ok(now) => match now.kvs.first() {
+                Step::Look => {
+                    let now = op.get(&ready, GetOptions::new().with_keys_only()).await?;
+                    match now.kvs.first() {
                         Some(kv) if kv.mod_revision > after => return Ok(kv.mod_revision),
                         _ => wait.checked(now.header.revision),
-                    },
-                    Err(e) if hedge => op.note(|| format!("hedge read failed ({e}); still watching")),
-                    Err(e) => return Err(e),
-                },
+                    }
+                }
                 Step::Events(events) => {
                     if let Some(ev) = events.iter().find(|e| e.kind == EventKind::Put) {
                         return Ok(ev.kv.mod_revision);

@@ -5,11 +5,11 @@
 //! In RPCs:
 //!
 //! - lock: one Txn to join the line and learn the predecessor (uncontended: this Txn is all), then
-//!   per predecessor: watch it and our own key, one Txn to close the gap, its DELETE event, one
-//!   read-only Txn for the next predecessor. A release wakes only the next waiter, as soon as
-//!   etcd commits it (the watch starts at the current revision, so it sits in etcd's synced
-//!   watcher group, not the unsynced one Go's past-revision watch lands in, which etcd catches up
-//!   only every 100 ms).
+//!   per predecessor: watch it (twice, against a late watch) and our own key, one Txn to close
+//!   the gap, its DELETE event, one read-only Txn for the next predecessor. A release wakes only
+//!   the next waiter, as soon as etcd commits it (the watch starts at the current revision, so it
+//!   sits in etcd's synced watcher group, not the unsynced one Go's past-revision watch lands in,
+//!   which etcd catches up only every 100 ms; see `wait.rs`).
 //! - try_lock: the same first Txn; with a predecessor, a fenced delete of our key and `Locked`.
 //! - unlock: `Txn If(CreateRevision(me) == my revision) Then Delete(me)`: a stale or repeated
 //!   unlock never deletes a newer holder's key (etcd #22082).

@@ -233,12 +233,18 @@ impl OpTrace {
         Ok(self.rpc("Range", key, client.get(key.clone(), options)).await?)
     }
 
-    /// Opens a watch (a stream message on the client's shared watch stream, not an RPC) and
-    /// records it.
-    pub(crate) async fn watch(&mut self, key: &Bytes, options: WatchOptions) -> RecipeResult<Watcher> {
-        let w = self.client.watch(key.clone(), options).await?;
-        self.watched(key, w.created_revision());
-        Ok(w)
+    /// Opens watches (stream messages on the client's shared watch stream, not RPCs), all at
+    /// once (pipelined: one round trip for all), and records them, in the order given.
+    pub(crate) async fn watch_all(&mut self, watches: Vec<(Bytes, WatchOptions)>) -> RecipeResult<Vec<Watcher>> {
+        let client = self.client.clone();
+        let opened = futures::future::try_join_all(
+            watches.iter().map(|(key, options)| client.watch(key.clone(), options.clone())),
+        )
+        .await?;
+        for ((key, _), w) in watches.iter().zip(&opened) {
+            self.watched(key, w.created_revision());
+        }
+        Ok(opened)
     }
 
     /// Awaits one RPC, counting and reporting it.
