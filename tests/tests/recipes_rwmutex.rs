@@ -92,30 +92,35 @@ async fn test_rw_mutex_multi_node() -> Result<()> {
 async fn rwmutex_readers_share_and_writers_queue() -> Result<()> {
     let etcd = single()?;
     let c = connect(&etcd.endpoints()).await?;
-    let (s1, s2, s3, s4) =
-        (Session::new(&c).await?, Session::new(&c).await?, Session::new(&c).await?, Session::new(&c).await?);
-    let r1 = RwMutex::new(&s1, "rw-order")?.read_lock().await?;
-    let r2 = tokio::time::timeout(Duration::from_secs(5), RwMutex::new(&s2, "rw-order")?.read_lock()).await??;
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(Session::new(&c).await?);
+    }
+    let read = |i: usize| RwMutex::new(&sessions[i], "rw-order");
+    let r0 = read(0)?.read_lock().await?;
+    let r1 = tokio::time::timeout(Duration::from_secs(5), read(1)?.read_lock()).await??;
+    let r2 = tokio::time::timeout(Duration::from_secs(5), read(2)?.read_lock()).await??;
     let (writer_steps, tracer) = Steps::new();
-    let w = RwMutex::new(&s3, "rw-order")?.with_tracer(tracer);
+    let w = read(3)?.with_tracer(tracer);
     let watching = watchers(&etcd.endpoints())?;
     let writer = tokio::spawn(async move { w.write_lock().await });
-    queued(&c, "rw-order/", 3).await?;
-    let (reader_steps, tracer) = Steps::new();
-    let r = RwMutex::new(&s4, "rw-order")?.with_tracer(tracer);
-    let late_reader = tokio::spawn(async move { r.read_lock().await });
     queued(&c, "rw-order/", 4).await?;
+    let (reader_steps, tracer) = Steps::new();
+    let r = read(4)?.with_tracer(tracer);
+    let late_reader = tokio::spawn(async move { r.read_lock().await });
+    queued(&c, "rw-order/", 5).await?;
 
-    // Both wait on their watches: the writer on the last reader ahead of it, the late reader on
-    // the writer (what they watch is what can let them proceed; no sleep can show that).
-    wait_for_watchers(&etcd.endpoints(), watching + 2.0).await?;
+    // Both wait on their watches: the writer on the two newest readers ahead of it, the late
+    // reader on the writer (what they watch is what can move them up; no sleep can show that).
+    wait_for_watchers(&etcd.endpoints(), watching + 3.0).await?;
     assert!(!writer.is_finished() && !late_reader.is_finished());
     let key_of = |g: &LockGuard| String::from_utf8_lossy(g.key()).into_owned();
     let watched = writer_steps.watched();
     assert!(
-        watched.contains(&key_of(&r2)) && !watched.contains(&key_of(&r1)),
-        "the writer waits on the last reader ahead of it, not the first: {watched:?}"
+        watched.contains(&key_of(&r2)) && watched.contains(&key_of(&r1)) && !watched.contains(&key_of(&r0)),
+        "the writer waits on the two newest readers ahead of it, not the first: {watched:?}"
     );
+    r0.unlock().await?;
     r1.unlock().await?;
     assert!(!writer.is_finished(), "the writer must wait for every reader ahead of it");
     r2.unlock().await?;

@@ -5,8 +5,8 @@
 //! value; the front of the line is the leader. In RPCs:
 //!
 //! - campaign: join the line (one Txn; a session already in line keeps its key and, if the value
-//!   differs, proclaims the new one), wait to reach the front (watch the predecessor and our own
-//!   key, Txn checks), and re-check our own key before reporting leadership (etcd #11051).
+//!   differs, proclaims the new one), wait to reach the front (watch the two ahead and our own
+//!   key, Txn checks; see `line.rs`), and re-check our own key before reporting leadership (etcd #11051).
 //! - proclaim: `Txn If(CreateRevision(me) == my revision) Then Put(me, value, lease)`.
 //! - resign: `Txn If(CreateRevision(me) == my revision) Then Delete(me)`.
 //! - leader: `Range(<name>/, oldest by create revision, limit 1)`.

@@ -4,7 +4,7 @@
 //!
 //! | strategy | waiting | a release wakes | crash of the holder |
 //! |---|---|---|---|
-//! | [`Mutex`] | on its predecessor, revision-ordered (fair) | one waiter | released at the session TTL |
+//! | [`Mutex`] | on the two keys ahead, revision-ordered (fair) | the next waiter (and the one after reads once) | released at the session TTL |
 //! | [`NaiveLock`] | on the one key, then retry | every waiter (the herd) | released at the session TTL |
 //! | [`LeaseTtlLock`] | on the one key, then retry | every waiter | released at the lock's own TTL |
 //! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |

@@ -14,17 +14,27 @@
 //!    The Else branch means this session already stands in this line; we keep that key. The
 //!    cleanup that removes our key is armed *before* the Txn is sent (fenced by our lease until
 //!    the answer tells our create revision), so a lost answer leaves no key behind.
-//! 2. [`Place::wait_front`]: while there is a predecessor, wait for it to go (`wait.rs`: watch it
-//!    and our own key from now, one Txn to close the gap), then one read-only Txn asks "do I still
-//!    exist, and who is the newest blocker created before me?" Each waiter watches only its own
-//!    predecessor, so a departure wakes one waiter, not all of them; and a waiter never assumes it
-//!    is at the front because one predecessor left (etcd #16221).
+//!    The Range returns the *two* newest blockers ahead of us: our predecessor, and the one
+//!    before it.
+//! 2. [`Place::wait_front`]: while someone is ahead, watch the two newest blockers ahead and our
+//!    own key from now (`wait.rs`), and read once to close the watches' gap. Then:
+//!    - with two ahead, the older one's DELETE (normally the holder's release) means one read-only
+//!      Txn: "do I still exist, and who are the two newest blockers created before me?" Our
+//!      predecessor's watch stays open across it;
+//!    - with one ahead, its DELETE puts us in front *without a read*: that one was alone ahead at
+//!      a revision after our key was created, and keys created later stand behind us. So the
+//!      handoff costs the release's commit and one watch event; the read that used to follow it
+//!      happens earlier, off the handoff's path, when the holder before our predecessor leaves.
+//!
+//!    Each waiter watches at most two blockers, so a departure wakes at most two waiters, never
+//!    all of them; and a waiter never assumes it is at the front because one predecessor left,
+//!    only because the last one it saw ahead did (etcd #16221).
 //!
 //! A blocker without a lease is nobody's lock (a plain key): waiting for it would wait forever,
 //! so the wait fails with [`Error::ForeignKey`].
 
 use bytes::Bytes;
-use etcd_wire::{GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_wire::{EventKind, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 
 use crate::cleanup::{Action, Cleanup};
 use crate::error::{Error, Result};
@@ -32,7 +42,7 @@ use crate::held::Held;
 use crate::lock::LockGuard;
 use crate::session::{Session, Slot};
 use crate::trace::OpTrace;
-use crate::wait::{Stop, wait_deleted};
+use crate::wait::{Step, Stop, Wait};
 
 /// Our place in line. Until [`keep`](Self::keep) or [`into_guard`](Self::into_guard), dropping it
 /// (a cancelled or failed wait) removes our key, fenced.
@@ -42,9 +52,13 @@ pub(crate) struct Place {
     /// The value our key held when we joined (the Else branch reads it).
     pub(crate) value: Bytes,
     blockers: Bytes,
-    predecessor: Option<KeyValue>,
+    /// The (up to) two newest blockers created before us, newest first, as of the last read.
+    ahead: Vec<KeyValue>,
     cleanup: Cleanup,
 }
+
+/// How many blockers ahead a waiter knows of and watches (module docs, step 2).
+const AHEAD: i64 = 2;
 
 /// The key a session stands in line with: `<prefix><lease id in hex>`, as Go names it.
 pub(crate) fn my_key(prefix: &[u8], session: &Session) -> Bytes {
@@ -67,7 +81,7 @@ pub(crate) async fn join(
     session.check()?;
     let lease = session.lease_id();
     let mut cleanup = Cleanup::arm(op, Action::DeleteIfLease { key: key.clone(), lease }).with_slot(slot);
-    let newest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(1);
+    let newest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(AHEAD);
     let txn = Txn::new()
         .when([etcd_wire::Compare::create_revision(key.clone(), etcd_wire::CompareOp::Equal, 0)])
         .and_then([
@@ -76,18 +90,18 @@ pub(crate) async fn join(
         ])
         .or_else([TxnOp::get(key.clone(), GetOptions::new())]);
     let resp = op.txn("Txn", &key, txn).await?;
-    let first = resp.gets().next().and_then(|g| g.kvs.first().cloned());
+    let first: Vec<KeyValue> = resp.gets().next().map(|g| g.kvs.clone()).unwrap_or_default();
     let (revision, value, joined) = if resp.succeeded {
         (resp.header.revision, value, true)
     } else {
-        let mine = first.clone().ok_or(Error::SessionExpired)?;
+        let mine = first.first().cloned().ok_or(Error::SessionExpired)?;
         (mine.create_revision, mine.value, false)
     };
     cleanup.set(Action::FencedDelete { key: key.clone(), revision });
-    let mut place = Place { held: Held::new(session, key, revision), value, blockers, predecessor: None, cleanup };
-    let predecessor = if joined { check_blocker(first) } else { place.next_predecessor(op).await };
-    match predecessor {
-        Ok(p) => place.predecessor = p,
+    let mut place = Place { held: Held::new(session, key, revision), value, blockers, ahead: Vec::new(), cleanup };
+    let ahead = if joined { check_blockers(first) } else { place.read_ahead(op).await.map(|(ahead, _)| ahead) };
+    match ahead {
+        Ok(ahead) => place.ahead = ahead,
         Err(err) => return Err(place.leave_with(err, op).await),
     }
     Ok(place)
@@ -96,16 +110,49 @@ pub(crate) async fn join(
 impl Place {
     /// Whether someone stands ahead of us.
     pub(crate) fn is_front(&self) -> bool {
-        self.predecessor.is_none()
+        self.ahead.is_empty()
     }
 
     /// Step 2: returns once nobody created before us remains among the blockers.
     pub(crate) async fn wait_front(&mut self, op: &mut OpTrace) -> Result<()> {
-        while let Some(p) = self.predecessor.take() {
-            op.note(|| format!("waiting on predecessor {} (create revision {})", p.key_str(), p.create_revision));
-            let stop = Stop::own_key(&self.held.session, &self.held.key, self.held.revision);
-            wait_deleted(&p.key, p.create_revision, stop, op).await?;
-            self.predecessor = self.next_predecessor(op).await?;
+        let stop = Stop::own_key(&self.held.session, &self.held.key, self.held.revision);
+        let mut wait: Option<Wait<'_>> = None;
+        while !self.ahead.is_empty() {
+            op.note(|| {
+                let ahead: Vec<String> = self
+                    .ahead
+                    .iter()
+                    .map(|kv| format!("{} (create revision {})", kv.key_str(), kv.create_revision))
+                    .collect();
+                format!("waiting on {}", ahead.join(" and "))
+            });
+            let keys: Vec<Bytes> = self.ahead.iter().map(|kv| kv.key.clone()).collect();
+            let wait = wait.get_or_insert_with(|| Wait::new(keys[0].clone(), WatchOptions::new(), stop));
+            wait.retarget(&keys);
+            let gone = match wait.next(op).await? {
+                // New watches: read, which also closes their gap.
+                Step::Look => None,
+                Step::Events(events) => {
+                    let left = |kv: &KeyValue| {
+                        events.iter().any(|ev| {
+                            ev.kv.key == kv.key
+                                && (ev.kind == EventKind::Delete || ev.kv.create_revision != kv.create_revision)
+                        })
+                    };
+                    match self.ahead.iter().position(left) {
+                        Some(i) => Some(i),
+                        None => continue,
+                    }
+                }
+            };
+            if gone == Some(0) && self.ahead.len() == 1 {
+                // The last one ahead left: we are in front (module docs, step 2).
+                self.ahead.clear();
+                break;
+            }
+            let (ahead, revision) = self.read_ahead(op).await?;
+            self.ahead = ahead;
+            wait.checked(revision);
         }
         self.held.session.check()
     }
@@ -145,12 +192,13 @@ impl Place {
         LockGuard::new(self.held, self.cleanup, op, None)
     }
 
-    /// Our key must still be ours; returns the newest blocker created before it.
-    async fn next_predecessor(&self, op: &mut OpTrace) -> Result<Option<KeyValue>> {
+    /// Our key must still be ours; returns the (up to two) newest blockers created before it,
+    /// and the revision of the read.
+    async fn read_ahead(&self, op: &mut OpTrace) -> Result<(Vec<KeyValue>, i64)> {
         let before = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(1)
+            .with_limit(AHEAD)
             .with_keys_only()
             .with_create_revision_range(0, self.held.revision - 1);
         let txn = Txn::new().and_then([
@@ -163,7 +211,8 @@ impl Place {
             // Our key is gone: the session's lease ended. Never report the front of the line.
             return Err(Error::SessionExpired);
         }
-        check_blocker(gets.next().and_then(|g| g.kvs.first().cloned()))
+        let ahead = check_blockers(gets.next().map(|g| g.kvs.clone()).unwrap_or_default())?;
+        Ok((ahead, resp.header.revision))
     }
 }
 
@@ -174,6 +223,11 @@ pub(crate) fn check_blocker(kv: Option<KeyValue>) -> Result<Option<KeyValue>> {
         Some(kv) if kv.lease == 0 => Err(Error::ForeignKey { key: kv.key_str().into_owned() }),
         kv => Ok(kv),
     }
+}
+
+/// [`check_blocker`] for each blocker.
+fn check_blockers(kvs: Vec<KeyValue>) -> Result<Vec<KeyValue>> {
+    kvs.into_iter().map(|kv| check_blocker(Some(kv)).map(|kv| kv.unwrap_or_default())).collect()
 }
 
 #[cfg(test)]

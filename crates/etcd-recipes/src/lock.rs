@@ -24,7 +24,7 @@ use crate::trace::{OpStats, OpTrace, Tracer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// [`Mutex`](crate::Mutex): revision-ordered queue, each waiter watches only its predecessor.
+    /// [`Mutex`](crate::Mutex): revision-ordered queue, each waiter watches the (at most two) keys just ahead of it.
     Mutex,
     /// [`NaiveLock`](crate::NaiveLock): one key; every waiter watches it and retries (the herd).
     Naive,

@@ -4,12 +4,15 @@
 //! Sessions stand in line under `<name>/` (see `line.rs`); the front of the line holds the lock.
 //! In RPCs:
 //!
-//! - lock: one Txn to join the line and learn the predecessor (uncontended: this Txn is all), then
-//!   per predecessor: watch it (twice, against a late watch) and our own key, one Txn to close
-//!   the gap, its DELETE event, one read-only Txn for the next predecessor. A release wakes only
-//!   the next waiter, as soon as etcd commits it (the watch starts at the current revision, so it
-//!   sits in etcd's synced watcher group, not the unsynced one Go's past-revision watch lands in,
-//!   which etcd catches up only every 100 ms; see `wait.rs`).
+//! - lock: one Txn to join the line and learn the two newest keys ahead (uncontended: this Txn
+//!   is all), then: watch them (each twice, against a late watch) and our own key, one Txn to
+//!   close the gap; when the older one goes, one read-only Txn learns who is ahead now; when the
+//!   last one ahead goes, its DELETE event alone puts us in front. So a contended acquisition is
+//!   4 RPCs at any contention, and a handoff is a commit and one watch event: the read is done
+//!   earlier, while our predecessor holds. A release wakes at most two waiters, as soon as etcd
+//!   commits it (the watches start at the current revision, so they sit in etcd's synced watcher
+//!   group, not the unsynced one Go's past-revision watch lands in, which etcd catches up only
+//!   every 100 ms; see `wait.rs`).
 //! - try_lock: the same first Txn; with a predecessor, a fenced delete of our key and `Locked`.
 //! - unlock: `Txn If(CreateRevision(me) == my revision) Then Delete(me)`: a stale or repeated
 //!   unlock never deletes a newer holder's key (etcd #22082).

@@ -7,17 +7,20 @@
 //!
 //! 1. `Txn If(CreateRevision(me) == 0)
 //!    Then(Range(<blockers>, newest by create revision), Put(me, lease)) Else(Range(me))`.
-//!    The Range runs before the Put, so it names the newest blocker created before us: the one to
-//!    wait for. None: the lock is ours (uncontended: this one Txn).
-//! 2. While there is a blocker: watch it (from now, see `wait.rs`) along with our own key, one Txn
-//!    to close the gap, and wait for its DELETE. Then one read-only Txn asks "do I still exist, and
-//!    who is the newest blocker created before me?", and we wait again if there is one.
+//!    The Range runs before the Put, so it names the two newest blockers created before us. None:
+//!    the lock is ours (uncontended: this one Txn).
+//! 2. While there is a blocker: watch the two newest (from now, see `wait.rs`) along with our own
+//!    key, one Txn to close the gap, and wait for a DELETE. When the older of two goes, one
+//!    read-only Txn asks "do I still exist, and who are the two newest blockers created before
+//!    me?"; when the only one left goes, the lock is ours (nothing created later is a blocker
+//!    created before us).
 //! 3. Unlock: `Txn If(CreateRevision(me) == my revision) Then Delete(me)`.
 //!
 //! Step 2 is the fix for etcd #16221: Go's waiter never checks its own key, so a writer whose session
 //! expired while it waited still "gets" the lock once its predecessors go, alongside the writer that
 //! queued behind it. Here a waiter whose key vanishes fails with [`Error::SessionExpired`] at once,
-//! and a predecessor going away is never taken to mean the lock is ours: we look again. A blocker
+//! and a predecessor going away is taken to mean the lock is ours only when a read showed it was
+//! the last blocker ahead. A blocker
 //! without a lease fails the wait with [`Error::ForeignKey`]. A dropped `read_lock`/`write_lock`
 //! future removes its key, and so does one whose join answer was lost; a failed `try_` leaves none.
 //! Keys are unique per acquisition, so readers of one session share the lock and its writers

@@ -91,63 +91,100 @@ pub(crate) enum Step {
     Events(Vec<Event>),
 }
 
-/// A watch from now on one key or prefix (twinned against a late watch, module docs),
-/// re-opened when it breaks (compaction, a canceled stream), with the [`Stop`] signals. See the
-/// module docs for the loop.
-pub(crate) struct Wait<'a> {
+/// How many identical watches a wait opens on each key it waits on (module docs: the hedge).
+const TWINS: usize = 2;
+
+/// One key or prefix a [`Wait`] watches: its twin watches (empty until opened) and the newest
+/// revision passed on from them.
+struct Target {
     key: Bytes,
+    twins: Vec<Watcher>,
+    /// Older events (the other twin's copy, or changes a read already showed) are not passed on.
+    seen: i64,
+}
+
+/// Watches from now on one or more keys or prefixes (each twinned against a late watch, module
+/// docs), re-opened when they break (compaction, a canceled stream), with the [`Stop`] signals.
+/// See the module docs for the loop.
+pub(crate) struct Wait<'a> {
     options: WatchOptions,
     stop: Stop<'a>,
-    /// The twin watches, both from now; empty until the first step.
-    twins: Vec<Watcher>,
+    targets: Vec<Target>,
     own: Option<Watcher>,
-    /// The newest revision the waiter has seen, by a read or an event: older events (the other
-    /// twin's copy, or changes the read already showed) are not passed on.
-    seen: i64,
 }
 
 impl<'a> Wait<'a> {
     /// A wait on `key` with `options` (no start revision: the watch starts now).
     pub(crate) fn new(key: Bytes, options: WatchOptions, stop: Stop<'a>) -> Self {
-        Wait { key, options, stop, twins: Vec::new(), own: None, seen: 0 }
+        let mut wait = Wait { options, stop, targets: Vec::new(), own: None };
+        wait.retarget(&[key]);
+        wait
     }
 
-    /// The next step. The first call opens the watches and returns [`Step::Look`].
+    /// From the next step on, watches exactly `keys`: the watches of keys already watched stay
+    /// (with what they have seen), the others close, and new keys' watches open at the next step
+    /// (which then returns [`Step::Look`]).
+    pub(crate) fn retarget(&mut self, keys: &[Bytes]) {
+        self.targets.retain(|t| keys.contains(&t.key));
+        for key in keys {
+            if !self.targets.iter().any(|t| t.key == key) {
+                self.targets.push(Target { key: key.clone(), twins: Vec::new(), seen: 0 });
+            }
+        }
+    }
+
+    /// The next step. A call that finds watches to open opens them all at once and returns
+    /// [`Step::Look`].
     pub(crate) async fn next(&mut self, op: &mut OpTrace) -> Result<Step> {
         self.stop.check()?;
-        if self.twins.is_empty() {
-            let mut watches = vec![(self.key.clone(), self.options.clone()); 2];
-            if let Some((key, _)) = self.stop.own {
+        let opening: Vec<usize> = (0..self.targets.len()).filter(|&i| self.targets[i].twins.is_empty()).collect();
+        let own = self.stop.own.filter(|_| self.own.is_none());
+        if !opening.is_empty() || own.is_some() {
+            let mut watches: Vec<(Bytes, WatchOptions)> = Vec::new();
+            for &i in &opening {
+                watches.extend(std::iter::repeat_n((self.targets[i].key.clone(), self.options.clone()), TWINS));
+            }
+            if let Some((key, _)) = own {
                 watches.push((key.clone(), WatchOptions::new().with_no_put()));
             }
-            let mut opened = op.watch_all(watches).await?;
-            self.own = self.stop.own.and_then(|_| opened.pop());
-            self.twins = opened;
+            let mut opened = op.watch_all(watches).await?.into_iter();
+            for &i in &opening {
+                self.targets[i].twins = opened.by_ref().take(TWINS).collect();
+            }
+            self.own = self.own.take().or(opened.next());
             return Ok(Step::Look);
         }
+        if self.targets.is_empty() {
+            return Err(Error::Recipe("a wait with nothing to wait for".to_owned()));
+        }
         loop {
-            let next = tokio::select! {
+            let watches = self.targets.iter_mut().flat_map(|t| t.twins.iter_mut().map(StreamExt::next));
+            let (next, index) = tokio::select! {
                 // Our own key first: when it went before the awaited change, the wait fails.
                 biased;
                 () = own_key_gone(self.own.as_mut(), op) => return Err(Error::SessionExpired),
                 () = self.stop.fired() => return Err(Error::SessionExpired),
-                (next, _, _) = futures::future::select_all(self.twins.iter_mut().map(StreamExt::next)) => next,
+                (next, index, _) = futures::future::select_all(watches) => (next, index),
             };
+            let target = &mut self.targets[index / TWINS];
             match next {
                 Some(Ok(resp)) => {
                     let events: Vec<Event> =
-                        resp.events.into_iter().filter(|ev| ev.kv.mod_revision > self.seen).collect();
+                        resp.events.into_iter().filter(|ev| ev.kv.mod_revision > target.seen).collect();
                     let Some(last) = events.last() else { continue };
-                    self.seen = last.kv.mod_revision;
+                    target.seen = last.kv.mod_revision;
                     for ev in &events {
                         op.event(&ev.kv.key, ev.kind == EventKind::Delete, ev.kv.mod_revision);
                     }
                     return Ok(Step::Events(events));
                 }
-                // A watch could not continue (compaction, a canceled stream): open others, and
-                // read again, since changes in between were not seen.
+                // A watch could not continue (compaction, a canceled stream): open them all
+                // again, and read again, since changes in between were not seen.
                 Some(Err(etcd_wire::Error::Compacted { .. })) | None => {
-                    (self.twins, self.own) = (Vec::new(), None);
+                    for t in &mut self.targets {
+                        t.twins.clear();
+                    }
+                    self.own = None;
                     return Box::pin(self.next(op)).await;
                 }
                 Some(Err(e)) => return Err(e.into()),
@@ -158,7 +195,9 @@ impl<'a> Wait<'a> {
     /// A read made after the watches opened saw the store at `revision`: events up to it are
     /// not passed on.
     pub(crate) fn checked(&mut self, revision: i64) {
-        self.seen = self.seen.max(revision);
+        for t in &mut self.targets {
+            t.seen = t.seen.max(revision);
+        }
     }
 }
 
