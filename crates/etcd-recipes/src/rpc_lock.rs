@@ -11,7 +11,10 @@
 //!   for the key's create revision, the fencing token (the Lock answer does not carry it).
 //!   Dropping the future cancels the RPC; the server then deletes its waiter key. Should that
 //!   cancel never reach the server, `Txn If(Lease(key) == ours) Then Delete(key)` removes the key
-//!   (armed before the Lock is sent).
+//!   (armed before the Lock is sent). On a foreign key, the Lock RPC is kept until the server's
+//!   waiter key exists (a watch on it, bounded by `SETTLE`, 5 s) and only then cancelled and the key
+//!   deleted: a delete sent before the server's put would leave the key it puts afterwards, on
+//!   our live lease, ahead of everyone who comes later.
 //! - try_lock: the service has no non-blocking form, so this is [`Mutex::try_lock`](crate::Mutex::try_lock)'s
 //!   single Txn on the same keys.
 //! - unlock: `Txn If(CreateRevision(key) == token) Then Delete(key)`, one RPC like the service's
@@ -29,7 +32,11 @@ use crate::line::{check_blocker, my_key};
 use crate::lock::{DistributedLock, LockGuard, Strategy};
 use crate::session::Session;
 use crate::trace::Tracer;
-use crate::wait::check_name;
+use crate::wait::{check_name, wait_created};
+
+/// How long a lock that met a foreign key waits for the server to create its waiter key before
+/// removing it anyway (module docs).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// etcd's server-side Lock RPC on a name, with the session's lease. See the module docs.
 #[derive(Debug, Clone)]
@@ -76,10 +83,23 @@ impl RpcLock {
                 Err(_) => std::future::pending().await,
             }
         };
-        let held = tokio::select! {
-            held = op.rpc("Lock", &name, client.lock(name.clone(), lease)) => held.map_err(Error::from),
-            Err(e) = check => Err(e),
-            _ = self.session.lost() => Err(Error::SessionExpired),
+        let held = {
+            let lock = op.rpc("Lock", &name, client.lock(name.clone(), lease));
+            tokio::pin!(lock);
+            let held = tokio::select! {
+                held = &mut lock => held.map_err(Error::from),
+                Err(e) = check => Err(e),
+                _ = self.session.lost() => Err(Error::SessionExpired),
+            };
+            if let Err(Error::ForeignKey { .. }) = &held {
+                // Keep the RPC until the server has put its waiter key (module docs).
+                let mut settle = self.tracer.op(&client, "rpc-lock", "settle");
+                tokio::select! {
+                    _ = &mut lock => {}
+                    _ = tokio::time::timeout(SETTLE, wait_created(&key, &mut settle)) => {}
+                }
+            }
+            held
         };
         let held = match held {
             Ok(held) => held,

@@ -223,6 +223,27 @@ pub(crate) async fn wait_deleted(key: &Bytes, create_revision: i64, stop: Stop<'
     }
 }
 
+/// Returns once `key` exists (a read shows it, or a PUT event arrives).
+pub(crate) async fn wait_created(key: &Bytes, op: &mut OpTrace) -> Result<()> {
+    let mut wait = Wait::new(key.clone(), WatchOptions::new().with_no_delete(), Stop::default());
+    loop {
+        match wait.next(op).await? {
+            Step::Look => {
+                let now = op.get(key, GetOptions::new().with_keys_only()).await?;
+                if !now.kvs.is_empty() {
+                    return Ok(());
+                }
+                wait.checked(now.header.revision);
+            }
+            Step::Events(events) => {
+                if events.iter().any(|ev| ev.kind == EventKind::Put) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// One read-only Txn: is that incarnation of `key` gone (then `Ok`), or is ours (then
 /// `SessionExpired`)? `None` while neither; with the revision the read saw.
 async fn gone(
