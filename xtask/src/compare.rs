@@ -1,7 +1,8 @@
 //! `cargo xtask compare [--full] [--fsync]`: the main job. Runs the benches' `report` target
 //! (`cargo bench -p etcd-benches --bench report`), which starts a local etcd, compares every lock
 //! strategy and etcd-client's server-side lock at each contention level, prints the summary table,
-//! ratios and targets, and writes `target/lock-report/report.md` with SVG plots.
+//! ratios and targets, writes `target/lock-report/report.md` with SVG plots, and rewrites the
+//! README's results section (between its `bench-results` markers) from the same run.
 
 use std::process::Command;
 
@@ -10,7 +11,8 @@ use anyhow::{Result, bail};
 pub(crate) fn run(full: bool, fsync: bool) -> Result<()> {
     let root = crate::codegen::workspace_root();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args(["bench", "-p", "etcd-benches", "--bench", "report", "--"]).current_dir(&root);
+    // `--readme`: the run rewrites the README's results section itself (never copied by hand).
+    cmd.args(["bench", "-p", "etcd-benches", "--bench", "report", "--", "--readme"]).current_dir(&root);
     if full {
         cmd.arg("--full");
     }

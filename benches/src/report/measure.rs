@@ -5,10 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_lockbench::{Point, Until};
+use etcd_wire::{Client, ClientOptions};
 
 use super::{Plan, ms};
 use crate::peer::{Lock, peer_client, peer_kv};
-use crate::{BoxError, Contenders, KeepAliveCost, KvOp, Samples, Server, in_flight, keep_alive_cost, unique, wire_kv};
+use crate::{
+    BoxError, Contenders, KeepAliveCost, KvOp, Samples, Server, cpu_time, in_flight, keep_alive_cost, unique, wire_kv,
+};
 
 /// Session TTL of every lock contender, seconds.
 const TTL: i64 = 10;
@@ -60,6 +63,8 @@ pub(super) async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Point>
 /// One KV op, both clients.
 #[derive(Debug)]
 pub(super) struct KvRow {
+    /// How our client was configured (etcd-client always runs with its defaults).
+    pub(super) setting: KvSetting,
     /// The request.
     pub(super) op: KvOp,
     /// Sequential latencies through etcd-wire.
@@ -70,25 +75,73 @@ pub(super) struct KvRow {
     pub(super) wire_throughput: f64,
     /// Requests per second through etcd-client, 64 in flight.
     pub(super) peer_throughput: f64,
+    /// This process's CPU time (user + system) per request through etcd-wire, over the
+    /// sequential and the in-flight runs together.
+    pub(super) wire_cpu: Duration,
+    /// The same through etcd-client.
+    pub(super) peer_cpu: Duration,
+}
+
+/// Our client's configuration in a KV comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KvSetting {
+    /// Our defaults (a request timeout and HTTP/2 keep-alive pings, which etcd-client lacks).
+    Defaults,
+    /// As etcd-client's defaults: no request timeout, no HTTP/2 keep-alive.
+    Matched,
+}
+
+impl KvSetting {
+    /// Both settings, the matched one first.
+    pub(super) const ALL: [KvSetting; 2] = [KvSetting::Matched, KvSetting::Defaults];
+
+    /// How the report names it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            KvSetting::Defaults => "our defaults",
+            KvSetting::Matched => "matched (no timeout, no keep-alive)",
+        }
+    }
+
+    fn options(self) -> ClientOptions {
+        match self {
+            KvSetting::Defaults => ClientOptions::default(),
+            KvSetting::Matched => {
+                ClientOptions::default().with_request_timeout(None).with_keep_alive(None, Duration::from_secs(20))
+            }
+        }
+    }
 }
 
 /// KV ops through both clients, rounds interleaved (alternating who goes first) so drift in the
 /// machine's load hits both alike.
 pub(super) async fn kv_compare(server: &Server, plan: &Plan) -> Result<Vec<KvRow>, BoxError> {
-    let wire = server.client().await?;
+    let mut rows = Vec::new();
+    for setting in KvSetting::ALL {
+        rows.extend(kv_compare_with(server, plan, setting).await?);
+    }
+    Ok(rows)
+}
+
+async fn kv_compare_with(server: &Server, plan: &Plan, setting: KvSetting) -> Result<Vec<KvRow>, BoxError> {
+    let wire = Client::connect(server.endpoints(), setting.options()).await?;
     let peer = peer_client(server.endpoints()).await?.kv_client();
     let key = unique("report-kv");
     wire_kv(&wire, &key, KvOp::Put).await?;
     let mut rows = Vec::new();
     for op in KvOp::ALL {
         let mut row = KvRow {
+            setting,
             op,
             wire_sequential: Samples::default(),
             peer_sequential: Samples::default(),
             wire_throughput: 0.0,
             peer_throughput: 0.0,
+            wire_cpu: Duration::ZERO,
+            peer_cpu: Duration::ZERO,
         };
         let (mut wire_time, mut peer_time) = (Duration::ZERO, Duration::ZERO);
+        let (mut wire_cpu, mut peer_cpu) = (Duration::ZERO, Duration::ZERO);
         // Warm both connections up (first requests pay for lazy setup).
         for _ in 0..50 {
             wire_kv(&wire, &key, op).await?;
@@ -96,6 +149,7 @@ pub(super) async fn kv_compare(server: &Server, plan: &Plan) -> Result<Vec<KvRow
         }
         for round in 0..plan.kv_rounds {
             for wire_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                let cpu0 = cpu_time();
                 if wire_turn {
                     for _ in 0..plan.kv_sequential {
                         let t = Instant::now();
@@ -103,6 +157,7 @@ pub(super) async fn kv_compare(server: &Server, plan: &Plan) -> Result<Vec<KvRow
                         row.wire_sequential.push(t.elapsed());
                     }
                     wire_time += in_flight(plan.kv_in_flight, 64, |_| wire_kv(&wire, &key, op)).await?;
+                    wire_cpu += cpu_time().saturating_sub(cpu0);
                 } else {
                     let mut kv = peer.clone();
                     for _ in 0..plan.kv_sequential {
@@ -115,19 +170,25 @@ pub(super) async fn kv_compare(server: &Server, plan: &Plan) -> Result<Vec<KvRow
                         async move { peer_kv(&mut kv, key, op).await }
                     })
                     .await?;
+                    peer_cpu += cpu_time().saturating_sub(cpu0);
                 }
             }
         }
         let ops = (plan.kv_in_flight * plan.kv_rounds as u64) as f64;
         row.wire_throughput = ops / wire_time.as_secs_f64().max(1e-9);
         row.peer_throughput = ops / peer_time.as_secs_f64().max(1e-9);
+        let all = ops + (plan.kv_sequential * plan.kv_rounds) as f64;
+        (row.wire_cpu, row.peer_cpu) = (wire_cpu.div_f64(all), peer_cpu.div_f64(all));
         eprintln!(
-            "       kv {:<18} sequential p50 {:.3} ms vs {:.3} ms; 64 in flight {:.0}/s vs {:.0}/s (etcd-wire vs etcd-client)",
+            "       kv {:<18} sequential p50 {:.3} ms vs {:.3} ms; 64 in flight {:.0}/s vs {:.0}/s; CPU {:.1} µs vs {:.1} µs per op (etcd-wire, {}, vs etcd-client)",
             op.name(),
             ms(row.wire_sequential.quantile(0.5)),
             ms(row.peer_sequential.quantile(0.5)),
             row.wire_throughput,
-            row.peer_throughput
+            row.peer_throughput,
+            row.wire_cpu.as_secs_f64() * 1e6,
+            row.peer_cpu.as_secs_f64() * 1e6,
+            setting.name()
         );
         rows.push(row);
     }

@@ -9,7 +9,8 @@
 //!
 //! Flags: `--full` (longer points, more contention levels), `--fsync` (etcd with fsync on; also
 //! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table), `--leases-only` (just the
-//! keep-alive scaling table), `--leases=1000,100000` (the lease counts it measures).
+//! keep-alive scaling table), `--leases=1000,100000` (the lease counts it measures), `--readme`
+//! (rewrite the README's results section from this run; `cargo xtask compare` passes it).
 //! `ETCD_ENDPOINTS` measures your own cluster instead of a local one. Without `--bench` on the
 //! command line (`cargo test --benches` runs bench targets that way) it is a quick smoke run.
 //!
@@ -170,9 +171,37 @@ pub fn main_with(args: &[String]) -> Result<(), BoxError> {
     std::fs::write(&path, &markdown)?;
     println!("{}", report.terminal());
     println!("Report: {}", path.display());
+    if has("--readme") && plan_writes_readme(&report.plan) {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("README.md");
+        write_between_markers(&readme, README_MARKERS, &report.readme_section())?;
+        println!("README: results section rewritten ({})", readme.display());
+    }
     for p in &plots {
         println!("Plot:   {}", dir.join(&p.file).display());
     }
+    Ok(())
+}
+
+/// The README's results section lies between these lines.
+const README_MARKERS: (&str, &str) = ("<!-- bench-results:start -->", "<!-- bench-results:end -->");
+
+/// Only a measuring run (not the smoke run `cargo test --benches` makes) may write the README.
+fn plan_writes_readme(plan: &Plan) -> bool {
+    plan.name != Plan::smoke().name
+}
+
+/// Replaces what lies between the `markers` lines of the file at `path` with `body`; fails,
+/// changing nothing, if the markers are missing or out of order.
+fn write_between_markers(path: &Path, (start, end): (&str, &str), body: &str) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(path)?;
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        return Err(format!("{} lacks the {start} / {end} markers", path.display()).into());
+    };
+    if b < a {
+        return Err(format!("{}: {end} comes before {start}", path.display()).into());
+    }
+    let new = format!("{}{start}\n{}{end}{}", &text[..a], body.trim_end().to_owned() + "\n", &text[b + end.len()..]);
+    std::fs::write(path, new)?;
     Ok(())
 }
 
@@ -220,5 +249,33 @@ impl Report<'_> {
     /// The outcome of `label` at `n` contenders on `clients`, if measured.
     fn point(&self, label: &str, n: usize, clients: Clients) -> Option<&Outcome> {
         self.points.iter().find(|p| p.label == label && p.contenders == n && p.clients == clients).map(|p| &p.outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_text_between_the_markers_is_replaced() -> Result<(), BoxError> {
+        let dir = std::env::temp_dir().join(format!("report-markers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("README.md");
+        std::fs::write(&path, "# T\n<!-- a -->\nold\nfigures\n<!-- b -->\nafter\n")?;
+        write_between_markers(&path, ("<!-- a -->", "<!-- b -->"), "new\n\n")?;
+        assert_eq!(std::fs::read_to_string(&path)?, "# T\n<!-- a -->\nnew\n<!-- b -->\nafter\n");
+        std::fs::write(&path, "<!-- b -->\n<!-- a -->\n")?;
+        assert!(write_between_markers(&path, ("<!-- a -->", "<!-- b -->"), "x").is_err());
+        assert_eq!(std::fs::read_to_string(&path)?, "<!-- b -->\n<!-- a -->\n", "unchanged on error");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_readme_has_its_results_markers_and_smoke_runs_never_write_it() -> Result<(), BoxError> {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("README.md"))?;
+        assert!(text.contains(README_MARKERS.0) && text.contains(README_MARKERS.1));
+        assert!(!plan_writes_readme(&Plan::smoke()) && plan_writes_readme(&Plan::short()));
+        Ok(())
     }
 }
