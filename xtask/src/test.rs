@@ -4,7 +4,8 @@
 //! 2. `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`, and
 //!    `cargo package` of the published crates (what each package must carry, and nothing else);
 //! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
-//! 4. every example in `crates/*/examples/`, each against a fresh etcd from the harness;
+//! 4. every bench target once in its smoke mode, and every example in `crates/*/examples/`, each
+//!    against a fresh etcd from the harness;
 //! 5. every test binary (no doctests) and the examples again against etcd 3.4.23;
 //! 6. fails if any etcd process started from the harness's binaries, lock worker, `etcd-recipes`
 //!    CLI or example outlived the tests (and kills it).
@@ -50,6 +51,14 @@ pub(crate) fn run(quick: bool) -> Result<()> {
 
     step("tests against etcd 3.5.1");
     check("tests against 3.5.1", cargo(&["test", "--workspace", "--no-fail-fast"], Some(EtcdVersion::V3_5_1)));
+
+    // Every bench target once, in its smoke mode (`cargo test` runs them without `--bench`), so
+    // none can rot unnoticed; the measuring runs stay behind `cargo xtask compare`.
+    step("bench targets, smoke mode, against etcd 3.5.1");
+    check(
+        "bench smoke runs",
+        cargo(&["test", "--workspace", "--benches", "--no-fail-fast"], Some(EtcdVersion::V3_5_1)),
+    );
 
     step("examples against etcd 3.5.1");
     check("examples against 3.5.1", run_examples(EtcdVersion::V3_5_1));

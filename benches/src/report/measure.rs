@@ -31,33 +31,95 @@ pub(super) async fn keep_alive_series(server: &Server, plan: &Plan) -> Result<Ve
 }
 
 /// Every lock at every contention level: for each (clients, contenders), all locks back to back.
-pub(super) async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Point>, BoxError> {
-    let total = plan.clients.len() * plan.contenders.len() * Lock::ALL.len();
-    let mut points = Vec::with_capacity(total);
+pub(super) async fn lock_grid(server: &Server, plan: &Plan) -> Result<Vec<Cell>, BoxError> {
+    let total = plan.clients.len() * plan.contenders.len() * Lock::ALL.len() * plan.reps;
+    let mut runs: Vec<(Point, Option<f64>)> = Vec::with_capacity(total);
     for &clients in &plan.clients {
         for &n in &plan.contenders {
-            for lock in Lock::ALL {
-                let name = unique(&format!("report-{}-{n}", lock.id()));
-                let (each, counters) = lock.contenders(server.endpoints(), n, clients, &name, TTL).await?;
-                let contenders = Contenders::new(each, counters);
-                let outcome = contenders.run(Until::Elapsed(plan.per_point)).await?;
-                drop(contenders);
-                eprintln!(
-                    "[{:>2}/{total}] {:<16} {:>2} contenders, {:<8} clients: {:>8.1} locks/s  wait p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.1} s)",
-                    points.len() + 1,
-                    lock.label(),
-                    n,
-                    clients.name(),
-                    outcome.throughput(),
-                    ms(outcome.wait(0.5)),
-                    ms(outcome.wait(0.99)),
-                    outcome.elapsed.as_secs_f64(),
-                );
-                points.push(Point::new(lock.label(), n, clients, outcome));
+            for _ in 0..plan.reps {
+                // Every lock once per repetition, in a new random order each time, so drift in
+                // the machine's load lands on no lock in particular.
+                let mut order = Lock::ALL.to_vec();
+                fastrand::shuffle(&mut order);
+                for lock in order {
+                    let name = unique(&format!("report-{}-{n}", lock.id()));
+                    let (each, counters) = lock.contenders(server.endpoints(), n, clients, &name, TTL).await?;
+                    let contenders = Contenders::new(each, counters);
+                    let before = server_rpcs(server);
+                    let outcome = contenders.run(Until::Elapsed(plan.per_point)).await?;
+                    let counted = server_rpcs(server).zip(before).map(|(b, a)| b - a);
+                    drop(contenders);
+                    eprintln!(
+                        "[{:>3}/{total}] {:<16} {:>2} contenders, {:<8} clients: {:>8.1} locks/s  wait p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.1} s)",
+                        runs.len() + 1,
+                        lock.label(),
+                        n,
+                        clients.name(),
+                        outcome.throughput(),
+                        ms(outcome.wait(0.5)),
+                        ms(outcome.wait(0.99)),
+                        outcome.elapsed.as_secs_f64(),
+                    );
+                    runs.push((Point::new(lock.label(), n, clients, outcome), counted));
+                }
             }
         }
     }
-    Ok(points)
+    Ok(Cell::from_runs(runs))
+}
+
+/// The unary RPCs a lock cycle can make, as etcd counts them.
+const LOCK_METHODS: &[&str] = &["Txn", "Range", "Put", "DeleteRange", "Lock", "Unlock", "LeaseGrant", "LeaseRevoke"];
+
+/// Unary RPCs the server's members have finished so far (`grpc_server_handled_total`), if every
+/// member's metrics answer.
+fn server_rpcs(server: &Server) -> Option<f64> {
+    server.endpoints().iter().map(|e| etcd_harness::Metrics::scrape(e).ok().map(|m| m.grpc_handled(LOCK_METHODS))).sum()
+}
+
+/// One lock at one contention level, over the plan's repetitions.
+#[derive(Debug, Clone)]
+pub(super) struct Cell {
+    /// The repetition with the median throughput: what the tables and plots show.
+    pub(super) median: Point,
+    /// Throughput of every repetition, locks per second, ascending.
+    pub(super) throughputs: Vec<f64>,
+    /// Unary RPCs per acquisition as the server counted them in the median repetition (`None`
+    /// when its metrics could not be read).
+    pub(super) server_rpcs: Option<f64>,
+}
+
+impl Cell {
+    /// Groups repetitions by (lock, contenders, clients), in the order first measured.
+    fn from_runs(runs: Vec<(Point, Option<f64>)>) -> Vec<Cell> {
+        let mut groups: Vec<Vec<(Point, Option<f64>)>> = Vec::new();
+        for run in runs {
+            let same = |g: &Vec<(Point, Option<f64>)>| {
+                let p = &g[0].0;
+                (p.label.as_str(), p.contenders, p.clients) == (run.0.label.as_str(), run.0.contenders, run.0.clients)
+            };
+            match groups.iter_mut().find(|g| same(g)) {
+                Some(g) => g.push(run),
+                None => groups.push(vec![run]),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|mut g| {
+                g.sort_by(|a, b| a.0.outcome.throughput().total_cmp(&b.0.outcome.throughput()));
+                let throughputs = g.iter().map(|(p, _)| p.outcome.throughput()).collect();
+                let (median, counted) = g.swap_remove(g.len() / 2);
+                let server_rpcs = counted.map(|c| c / median.outcome.acquisitions.max(1) as f64);
+                Cell { median, throughputs, server_rpcs }
+            })
+            .collect()
+    }
+
+    /// The spread of the repetitions' throughput around the median: (max − min) / median.
+    pub(super) fn spread(&self) -> f64 {
+        let (lo, hi) = (self.throughputs[0], self.throughputs[self.throughputs.len() - 1]);
+        (hi - lo) / self.median.outcome.throughput().max(1e-9)
+    }
 }
 
 /// One KV op, both clients.

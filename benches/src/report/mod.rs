@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use etcd_lockbench::{Clients, Outcome, Point};
 
 use crate::{BoxError, Failover, KeepAliveCost, Samples, Server, runtime, selected_in};
-use measure::{KvRow, Machine, keep_alive_series, kv_compare, lock_grid};
+use measure::{Cell, KvRow, Machine, keep_alive_series, kv_compare, lock_grid};
 use render::{keep_alive_table, keep_alive_verdicts, kv_table};
 
 /// How much to measure.
@@ -38,6 +38,8 @@ use render::{keep_alive_table, keep_alive_verdicts, kv_table};
 struct Plan {
     name: &'static str,
     per_point: Duration,
+    /// Runs of each lock at each contention level, interleaved in random order; the median shows.
+    reps: usize,
     contenders: Vec<usize>,
     clients: Vec<Clients>,
     kv_rounds: usize,
@@ -57,6 +59,7 @@ impl Plan {
         Plan {
             name: "short",
             per_point: Duration::from_secs(1),
+            reps: 3,
             contenders: vec![1, 2, 4, 16, 64],
             clients: vec![Clients::Separate, Clients::Shared],
             kv_rounds: 6,
@@ -90,6 +93,7 @@ impl Plan {
         Plan {
             name: "smoke test",
             per_point: Duration::from_millis(200),
+            reps: 1,
             contenders: vec![1, 4],
             clients: vec![Clients::Separate],
             kv_rounds: 2,
@@ -148,7 +152,8 @@ pub fn main_with(args: &[String]) -> Result<(), BoxError> {
         return Ok(());
     }
 
-    let points = rt.block_on(lock_grid(&server, &plan))?;
+    let cells = rt.block_on(lock_grid(&server, &plan))?;
+    let points = cells.iter().map(|c| c.median.clone()).collect();
     eprintln!("report: KV, etcd-wire vs etcd-client...");
     let kv = rt.block_on(kv_compare(&server, &plan))?;
     eprintln!("report: election failover, {} samples...", plan.failovers);
@@ -162,7 +167,8 @@ pub fn main_with(args: &[String]) -> Result<(), BoxError> {
     })?;
     let keep_alive = rt.block_on(keep_alive_series(&server, &plan))?;
 
-    let report = Report { plan, machine, server: &server, points, kv, failover, keep_alive, took: started.elapsed() };
+    let took = started.elapsed();
+    let report = Report { plan, machine, server: &server, cells, points, kv, failover, keep_alive, took };
     let dir = output_dir();
     std::fs::create_dir_all(&dir)?;
     let plots = report.plots(&dir)?;
@@ -225,6 +231,9 @@ struct Report<'a> {
     plan: Plan,
     machine: Machine,
     server: &'a Server,
+    /// Every lock at every contention level, over the repetitions.
+    cells: Vec<Cell>,
+    /// The median repetition of each cell.
     points: Vec<Point>,
     kv: Vec<KvRow>,
     failover: Samples,

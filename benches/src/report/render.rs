@@ -230,6 +230,7 @@ impl Report<'_> {
             });
         }
         out.extend(self.floor_verdicts());
+        out.extend(self.rpc_count_verdicts());
         out
     }
 
@@ -325,6 +326,76 @@ impl Report<'_> {
         out
     }
 
+    /// Each cell's repetitions and RPC counts: the median throughput and the spread of the
+    /// repetitions around it, and RPCs per acquisition as the client counted them and as etcd's
+    /// own `grpc_server_handled_total` did.
+    fn repetitions_table(&self, clients: Clients) -> String {
+        let ns: Vec<usize> = self.plan.contenders.clone();
+        let mut out = String::from("| lock |");
+        for n in &ns {
+            let _ = write!(out, " {n} |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(ns.len()));
+        out.push('\n');
+        for lock in Lock::ALL {
+            let _ = write!(out, "| {} |", lock.label());
+            for &n in &ns {
+                let cell = self.cells.iter().find(|c| {
+                    (c.median.label.as_str(), c.median.contenders, c.median.clients) == (lock.label(), n, clients)
+                });
+                match cell {
+                    Some(c) => {
+                        let client =
+                            c.median.outcome.rpcs_per_acquisition().map_or("n/a".to_owned(), |r| format!("{r:.2}"));
+                        let server = c.server_rpcs.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
+                        let _ = write!(
+                            out,
+                            " {:.0}/s ±{:.0}% ({} runs) · RPCs {client} client / {server} server |",
+                            c.median.outcome.throughput(),
+                            50.0 * c.spread(),
+                            c.throughputs.len()
+                        );
+                    }
+                    None => out.push_str(" n/a |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Whether the client's RPC count agrees with etcd's own for every lock and contention level
+    /// (within 5%, or 0.1 RPCs per acquisition).
+    fn rpc_count_verdicts(&self) -> Vec<Verdict> {
+        let mut off = Vec::new();
+        let mut checked = 0;
+        for c in &self.cells {
+            let (Some(client), Some(server)) = (c.median.outcome.rpcs_per_acquisition(), c.server_rpcs) else {
+                continue;
+            };
+            checked += 1;
+            if (client - server).abs() > (0.05 * server).max(0.1) {
+                off.push(format!(
+                    "{} at {} ({} clients): {client:.2} vs {server:.2}",
+                    c.median.label,
+                    c.median.contenders,
+                    c.median.clients.name()
+                ));
+            }
+        }
+        vec![Verdict {
+            target: "RPCs per acquisition as counted by the client agree with etcd's grpc_server_handled_total"
+                .to_owned(),
+            measured: if off.is_empty() {
+                format!("all {checked} cells within 5%")
+            } else {
+                format!("{} of {checked} cells differ: {}", off.len(), off.join("; "))
+            },
+            pass: checked > 0 && off.is_empty(),
+        }]
+    }
+
     /// Throughput of each of our locks as a multiple of etcd-client's server-side lock.
     fn ratio_table(&self) -> String {
         let ours = [Strategy::Mutex, Strategy::Naive, Strategy::LeaseTtl, Strategy::Rpc];
@@ -416,6 +487,14 @@ impl Report<'_> {
             self.summary(Clients::Separate)
         );
         let _ = writeln!(out, "## Targets\n\n{}", Self::verdict_table(&verdicts));
+        for &clients in &self.plan.clients {
+            let _ = writeln!(
+                out,
+                "## Repetitions and RPC counts ({} clients)\n\nEach cell: median throughput ± half the spread of its runs (run in random order among the locks), and RPCs per acquisition as the client counted them and as etcd counted them (`grpc_server_handled_total`, unary calls, during the median run).\n\n{}",
+                clients.name(),
+                self.repetitions_table(clients)
+            );
+        }
         let _ = writeln!(
             out,
             "\"Free of the stall\": no handoff at the 99th percentile near etcd's 100 ms unsynced-watch interval (p99 handoff < 50 ms), and p99 wait below 50 ms per contender ahead.\n"
@@ -470,6 +549,11 @@ impl Report<'_> {
             self.summary(Clients::Separate)
         );
         let _ = writeln!(out, "The targets, judged by this run:\n\n{}", Self::verdict_table(&self.verdicts()));
+        let _ = writeln!(
+            out,
+            "Repetitions and RPC counts (a client per contender): median throughput ± half the spread of its runs, and RPCs per acquisition as the client and as etcd (`grpc_server_handled_total`) counted them.\n\n{}",
+            self.repetitions_table(Clients::Separate)
+        );
         let _ = writeln!(out, "KV, etcd-wire against etcd-client in the same run:\n\n{}", self.kv_table());
         let _ = write!(out, "{}", self.others());
         out
