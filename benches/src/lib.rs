@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_harness::{ClusterConfig, EtcdCluster};
+use etcd_harness::{ClusterConfig, EtcdCluster, TcpProxy};
 use etcd_lockbench::{Contender, Counters, Outcome, Until};
 use etcd_recipes::{Election, Leadership, Session};
 use etcd_wire::{Client, ClientOptions, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
@@ -44,7 +44,32 @@ pub struct Server {
     fsync: Fsync,
     version: String,
     members: usize,
+    /// The client round trip the harness's proxy adds, if the server is behind one.
+    latency: Option<Duration>,
+    _proxy: Option<TcpProxy>,
     _cluster: Option<EtcdCluster>,
+}
+
+/// A deployment the report measures besides loopback without fsync (the issue's "realistic
+/// profiles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Profile {
+    /// Three members on loopback, fsync on: every write waits for a quorum's disks.
+    ThreeMembersFsync,
+    /// One member without fsync behind the harness's TCP proxy adding about this client round
+    /// trip (half each way).
+    RoundTrip(Duration),
+}
+
+impl Profile {
+    /// How the report names it.
+    pub fn name(self) -> String {
+        match self {
+            Profile::ThreeMembersFsync => "3 members, fsync on".to_owned(),
+            Profile::RoundTrip(rtt) => format!("{:.0} ms client round trip", rtt.as_secs_f64() * 1e3),
+        }
+    }
 }
 
 impl Server {
@@ -64,7 +89,15 @@ impl Server {
                 Ok::<_, etcd_wire::Error>(client.status().await?.version)
             })?;
             let members = endpoints.len();
-            return Ok(Server { endpoints, fsync: Fsync::Unknown, version, members, _cluster: None });
+            return Ok(Server {
+                endpoints,
+                fsync: Fsync::Unknown,
+                version,
+                members,
+                latency: None,
+                _proxy: None,
+                _cluster: None,
+            });
         }
         let cluster = EtcdCluster::start(ClusterConfig::default().with_unsafe_no_fsync(!fsync))?;
         let no_fsync = !fsync && cluster.binaries().supports_unsafe_no_fsync();
@@ -73,6 +106,36 @@ impl Server {
             fsync: if no_fsync { Fsync::Off } else { Fsync::On },
             version: cluster.version().to_string(),
             members: cluster.len(),
+            latency: None,
+            _proxy: None,
+            _cluster: Some(cluster),
+        })
+    }
+
+    /// A local server in `profile`, started by the harness (never the user's cluster).
+    pub fn start_profile(profile: Profile) -> Result<Server, BoxError> {
+        let (config, latency) = match profile {
+            Profile::ThreeMembersFsync => (ClusterConfig::default().with_members(3), None),
+            Profile::RoundTrip(rtt) => (ClusterConfig::default().with_unsafe_no_fsync(true), Some(rtt)),
+        };
+        let cluster = EtcdCluster::start(config)?;
+        let no_fsync = latency.is_some() && cluster.binaries().supports_unsafe_no_fsync();
+        let (endpoints, proxy) = match latency {
+            Some(rtt) => {
+                let upstream = cluster.endpoints()[0].trim_start_matches("http://").to_owned();
+                let proxy = TcpProxy::start(upstream)?;
+                proxy.set_delay(rtt / 2);
+                (vec![proxy.url()], Some(proxy))
+            }
+            None => (cluster.endpoints(), None),
+        };
+        Ok(Server {
+            endpoints,
+            fsync: if no_fsync { Fsync::Off } else { Fsync::On },
+            version: cluster.version().to_string(),
+            members: cluster.len(),
+            latency,
+            _proxy: proxy,
             _cluster: Some(cluster),
         })
     }
@@ -105,7 +168,10 @@ impl Server {
     pub fn describe(&self) -> String {
         let place = if self._cluster.is_some() { "on loopback, started by the harness" } else { "from ETCD_ENDPOINTS" };
         let members = if self.members == 1 { "1 member".to_owned() } else { format!("{} members", self.members) };
-        format!("etcd {}, {members} {place}, {}", self.version, self.fsync_label())
+        let latency = self.latency.map_or(String::new(), |rtt| {
+            format!(", behind a proxy adding {:.1} ms per round trip", rtt.as_secs_f64() * 1e3)
+        });
+        format!("etcd {}, {members} {place}{latency}, {}", self.version, self.fsync_label())
     }
 
     /// A client of ours with default options.

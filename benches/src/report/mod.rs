@@ -10,7 +10,8 @@
 //! Flags: `--full` (longer points, more contention levels), `--fsync` (etcd with fsync on; also
 //! `BENCH_FSYNC=1`), `--kv-only` (just the KV comparison table), `--leases-only` (just the
 //! keep-alive scaling table), `--leases=1000,100000` (the lease counts it measures), `--readme`
-//! (rewrite the README's results section from this run; `cargo xtask compare` passes it).
+//! (rewrite the README's results section from this run; `cargo xtask compare` passes it),
+//! `--no-profiles` (skip the smaller grids on 3 members with fsync and behind a 1 ms round trip).
 //! `ETCD_ENDPOINTS` measures your own cluster instead of a local one. Without `--bench` on the
 //! command line (`cargo test --benches` runs bench targets that way) it is a quick smoke run.
 //!
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use etcd_lockbench::{Clients, Outcome, Point};
 
-use crate::{BoxError, Failover, KeepAliveCost, Samples, Server, runtime, selected_in};
+use crate::{BoxError, Failover, KeepAliveCost, Profile, Samples, Server, runtime, selected_in};
 use measure::{Cell, KvRow, Machine, keep_alive_series, kv_compare, lock_grid};
 use render::{keep_alive_table, keep_alive_verdicts, kv_table};
 
@@ -51,6 +52,8 @@ struct Plan {
     leases: Vec<usize>,
     lease_ttl: i64,
     lease_window: Duration,
+    /// Other deployments to measure a smaller lock grid on.
+    profiles: Vec<Profile>,
 }
 
 impl Plan {
@@ -70,6 +73,7 @@ impl Plan {
             // Refreshed every 10 s: 100,000 leases are 10,000 refreshes per second.
             lease_ttl: 30,
             lease_window: Duration::from_secs(10),
+            profiles: vec![Profile::ThreeMembersFsync, Profile::RoundTrip(Duration::from_millis(1))],
         }
     }
 
@@ -103,6 +107,8 @@ impl Plan {
             leases: vec![1000],
             lease_ttl: 6,
             lease_window: Duration::from_secs(2),
+            // One, so the profile path runs in CI too.
+            profiles: vec![Profile::RoundTrip(Duration::from_millis(1))],
         }
     }
 }
@@ -166,9 +172,10 @@ pub fn main_with(args: &[String]) -> Result<(), BoxError> {
         Ok::<_, etcd_recipes::Error>(s)
     })?;
     let keep_alive = rt.block_on(keep_alive_series(&server, &plan))?;
+    let profiles = if has("--no-profiles") { Vec::new() } else { run_profiles(&rt, &plan)? };
 
     let took = started.elapsed();
-    let report = Report { plan, machine, server: &server, cells, points, kv, failover, keep_alive, took };
+    let report = Report { plan, machine, server: &server, cells, points, profiles, kv, failover, keep_alive, took };
     let dir = output_dir();
     std::fs::create_dir_all(&dir)?;
     let plots = report.plots(&dir)?;
@@ -235,10 +242,40 @@ struct Report<'a> {
     cells: Vec<Cell>,
     /// The median repetition of each cell.
     points: Vec<Point>,
+    /// The other deployments measured (smaller grids).
+    profiles: Vec<ProfileRun>,
     kv: Vec<KvRow>,
     failover: Samples,
     keep_alive: Vec<KeepAliveCost>,
     took: Duration,
+}
+
+/// The locks measured on another deployment ([`Profile`]).
+#[derive(Debug)]
+struct ProfileRun {
+    name: String,
+    /// The server, as [`Server::describe`] says it.
+    server: String,
+    contenders: Vec<usize>,
+    points: Vec<Point>,
+}
+
+/// Runs a smaller lock grid (a client per contender, one run per cell) on each profile's server.
+fn run_profiles(rt: &tokio::runtime::Runtime, plan: &Plan) -> Result<Vec<ProfileRun>, BoxError> {
+    let mut runs = Vec::new();
+    for &profile in &plan.profiles {
+        eprintln!("report: profile {}...", profile.name());
+        let server = Server::start_profile(profile)?;
+        let small = Plan { contenders: vec![1, 4, 16], clients: vec![Clients::Separate], reps: 1, ..plan.clone() };
+        let cells = rt.block_on(lock_grid(&server, &small))?;
+        runs.push(ProfileRun {
+            name: profile.name(),
+            server: server.describe(),
+            contenders: small.contenders,
+            points: cells.into_iter().map(|c| c.median).collect(),
+        });
+    }
+    Ok(runs)
 }
 
 /// One target of the issue, judged.

@@ -302,26 +302,20 @@ impl Report<'_> {
 
     /// One row per lock, one column per contention level: locks/s, p99 wait, RPCs per lock.
     fn summary(&self, clients: Clients) -> String {
-        let ns: Vec<usize> = self.plan.contenders.clone();
-        let mut out = String::from("| lock |");
-        for n in &ns {
-            let _ = write!(out, " {n} {} |", if *n == 1 { "contender" } else { "contenders" });
-        }
-        out.push_str("\n|---|");
-        out.push_str(&"---:|".repeat(ns.len()));
-        out.push('\n');
-        for lock in Lock::ALL {
-            let _ = write!(out, "| {} |", lock.label());
-            for &n in &ns {
-                match self.point(lock.label(), n, clients) {
-                    Some(o) => {
-                        let rpcs = o.rpcs_per_acquisition().map_or("n/a".to_owned(), |r| format!("{r:.1}"));
-                        let _ = write!(out, " {:.0}/s · {:.1} ms · {rpcs} |", o.throughput(), ms(o.wait(0.99)));
-                    }
-                    None => out.push_str(" n/a |"),
-                }
-            }
-            out.push('\n');
+        summary_table(&self.points, &self.plan.contenders, clients)
+    }
+
+    /// The lock summary of each other deployment the run measured.
+    fn profiles_section(&self) -> String {
+        let mut out = String::new();
+        for p in &self.profiles {
+            let _ = writeln!(
+                out,
+                "**{}** ({}): acquisitions per second · p99 acquire wait · client RPCs per acquisition, a client per contender, one run per cell.\n\n{}",
+                p.name,
+                p.server,
+                summary_table(&p.points, &p.contenders, Clients::Separate)
+            );
         }
         out
     }
@@ -487,6 +481,9 @@ impl Report<'_> {
             self.summary(Clients::Separate)
         );
         let _ = writeln!(out, "## Targets\n\n{}", Self::verdict_table(&verdicts));
+        if !self.profiles.is_empty() {
+            let _ = writeln!(out, "## Other deployments\n\n{}", self.profiles_section());
+        }
         for &clients in &self.plan.clients {
             let _ = writeln!(
                 out,
@@ -554,6 +551,10 @@ impl Report<'_> {
             "Repetitions and RPC counts (a client per contender): median throughput ± half the spread of its runs, and RPCs per acquisition as the client and as etcd (`grpc_server_handled_total`) counted them.\n\n{}",
             self.repetitions_table(Clients::Separate)
         );
+        if !self.profiles.is_empty() {
+            let _ =
+                writeln!(out, "The same locks on other deployments, in the same run:\n\n{}", self.profiles_section());
+        }
         let _ = writeln!(out, "KV, etcd-wire against etcd-client in the same run:\n\n{}", self.kv_table());
         let _ = write!(out, "{}", self.others());
         out
@@ -579,4 +580,32 @@ impl Report<'_> {
         let _ = writeln!(out, "Targets:\n\n{}", Self::verdict_table(&verdicts));
         out
     }
+}
+
+/// One row per lock, one column per contention level: locks/s · p99 wait · RPCs per lock.
+fn summary_table(points: &[Point], ns: &[usize], clients: Clients) -> String {
+    let point = |label: &str, n: usize| {
+        points.iter().find(|p| p.label == label && p.contenders == n && p.clients == clients).map(|p| &p.outcome)
+    };
+    let mut out = String::from("| lock |");
+    for n in ns {
+        let _ = write!(out, " {n} {} |", if *n == 1 { "contender" } else { "contenders" });
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(ns.len()));
+    out.push('\n');
+    for lock in Lock::ALL {
+        let _ = write!(out, "| {} |", lock.label());
+        for &n in ns {
+            match point(lock.label(), n) {
+                Some(o) => {
+                    let rpcs = o.rpcs_per_acquisition().map_or("n/a".to_owned(), |r| format!("{r:.1}"));
+                    let _ = write!(out, " {:.0}/s · {:.1} ms · {rpcs} |", o.throughput(), ms(o.wait(0.99)));
+                }
+                None => out.push_str(" n/a |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
