@@ -3,11 +3,10 @@
 //! etcd-client connection, and the KV requests [`crate::wire_kv`] sends, sent through etcd-client.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, KvClient, LockOptions, Txn, TxnOp};
-use etcd_lockbench::{Clients, Contender, Counters, recipe_contenders};
+use etcd_lockbench::{Clients, Contender, Counters, MarkKind, recipe_contenders};
 use etcd_recipes::Strategy;
 use etcd_wire::ClientOptions;
 use futures::future::BoxFuture;
@@ -83,6 +82,8 @@ struct PeerLock {
     key: Option<Vec<u8>>,
     keeper: tokio::task::JoinHandle<()>,
     counters: Arc<Counters>,
+    /// Its index among the contenders, for the timeline.
+    index: usize,
 }
 
 impl Contender for PeerLock {
@@ -90,7 +91,7 @@ impl Contender for PeerLock {
         Box::pin(async move {
             let options = LockOptions::new().with_lease(self.lease);
             let resp = self.client.lock(self.name.as_str(), Some(options)).await.map_err(peer_err)?;
-            self.counters.rpcs.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(self.index, MarkKind::Rpc);
             self.key = Some(resp.key().to_vec());
             Ok(())
         })
@@ -100,7 +101,7 @@ impl Contender for PeerLock {
         Box::pin(async move {
             if let Some(key) = self.key.take() {
                 self.client.unlock(key).await.map_err(peer_err)?;
-                self.counters.rpcs.fetch_add(1, Ordering::Relaxed);
+                self.counters.count(self.index, MarkKind::Rpc);
             }
             Ok(())
         })
@@ -130,7 +131,7 @@ async fn peer_contenders(
     let counters = Arc::new(Counters::default());
     let shared = peer_client(endpoints).await.map_err(peer_err)?;
     let mut out: Vec<Box<dyn Contender>> = Vec::with_capacity(n);
-    for _ in 0..n {
+    for index in 0..n {
         let mut client = match clients {
             Clients::Shared => shared.clone(),
             _ => peer_client(endpoints).await.map_err(peer_err)?,
@@ -153,6 +154,7 @@ async fn peer_contenders(
             key: None,
             keeper,
             counters: counters.clone(),
+            index,
         }));
     }
     Ok((out, counters))

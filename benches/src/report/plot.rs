@@ -2,8 +2,9 @@
 //! acquire waits.
 
 use std::path::Path;
+use std::time::Duration;
 
-use etcd_lockbench::{Clients, Outcome};
+use etcd_lockbench::{Clients, MarkKind, Outcome};
 use etcd_recipes::Strategy;
 use plotters::prelude::*;
 
@@ -120,7 +121,83 @@ impl Report<'_> {
                 },
             )?,
             self.cdf_plot(dir)?,
+            self.timeline_plot(dir)?,
         ])
+    }
+
+    /// Each lock at 16 contenders (or the most measured below that), a client each: one row per
+    /// contender over the run's first second, its waits (light), holds and unlocks (dark), RPC
+    /// answers (ticks) and watch events (dots). The herd, the queue and the Lock RPC's 100 ms
+    /// stall show at a glance.
+    fn timeline_plot(&self, dir: &Path) -> Result<Plot, BoxError> {
+        let n = self.plan.contenders.iter().copied().filter(|&n| n <= 16).max().unwrap_or(1);
+        let file = "timeline.svg";
+        let title = format!("Timelines at {n} contenders, a client each: the first second of each lock's run");
+        let path = dir.join(file);
+        let locks = Lock::ALL;
+        let root = SVGBackend::new(&path, (1200, 230 * locks.len() as u32 + 40)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(&title, ("sans-serif", 20))?;
+        let window = self.plan.per_point.min(Duration::from_secs(1));
+        let end = ms(window);
+        for (area, lock) in root.split_evenly((locks.len(), 1)).iter().zip(locks) {
+            let Some(point) = self
+                .points
+                .iter()
+                .find(|p| p.label == lock.label() && p.contenders == n && p.clients == Clients::Separate)
+            else {
+                continue;
+            };
+            let o = &point.outcome;
+            let caption = format!(
+                "{}: {} acquisitions, {} RPCs, {} watch events in the run (light: waiting, dark: holding and unlocking, |: an RPC answered, •: a watch event)",
+                lock.label(),
+                o.acquisitions,
+                o.rpcs.unwrap_or(0),
+                o.events.unwrap_or(0)
+            );
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 13))
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(36)
+                .build_cartesian_2d(0f64..end, -0.5f64..(n as f64 - 0.5))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc("ms from the run's start")
+                .y_desc("contender")
+                .y_labels(n.min(16))
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .label_style(("sans-serif", 11))
+                .axis_desc_style(("sans-serif", 12))
+                .draw()?;
+            let color = color_of(lock);
+            let in_window = |from: Duration, to: Duration| from < window && to >= from;
+            let row = |c: usize| c as f64;
+            chart.draw_series(o.cycles.iter().filter(|c| in_window(c.asked, c.got)).map(|c| {
+                let y = row(c.contender);
+                Rectangle::new([(ms(c.asked), y - 0.3), (ms(c.got).min(end), y + 0.3)], color.mix(0.25).filled())
+            }))?;
+            chart.draw_series(o.cycles.iter().filter(|c| in_window(c.got, c.released)).map(|c| {
+                let y = row(c.contender);
+                // At least 1 px wide (holds are empty in these runs; the unlock is what shows).
+                let to = ms(c.released).max(ms(c.got) + end / 1200.0).min(end);
+                Rectangle::new([(ms(c.got), y - 0.4), (to, y + 0.4)], color.filled())
+            }))?;
+            let marks = o.marks.iter().filter(|m| m.at < window && m.contender < n);
+            chart.draw_series(marks.clone().filter(|m| m.kind == MarkKind::Rpc).map(|m| {
+                let (x, y) = (ms(m.at), row(m.contender));
+                PathElement::new(vec![(x, y - 0.45), (x, y + 0.45)], BLACK.stroke_width(1))
+            }))?;
+            chart.draw_series(
+                marks
+                    .filter(|m| m.kind == MarkKind::Event)
+                    .map(|m| Circle::new((ms(m.at), row(m.contender)), 2, RED.filled())),
+            )?;
+        }
+        root.present()?;
+        Ok(Plot { file: file.to_owned(), title })
     }
 
     /// A metric against contenders, one panel per client setup, one line per lock.

@@ -63,7 +63,8 @@ impl Clients {
     }
 }
 
-/// RPC, watch and event counts, shared by every contender of a run.
+/// RPC, watch and event counts, shared by every contender of a run, and when each happened
+/// to which contender (for the timeline).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Unary RPCs issued.
@@ -72,22 +73,75 @@ pub struct Counters {
     pub watches: AtomicU64,
     /// Watch events received.
     pub events: AtomicU64,
+    marks: StdMutex<Vec<(usize, MarkKind, Instant)>>,
+}
+
+/// What a [`Mark`] on a contender's timeline stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MarkKind {
+    /// A unary RPC answered (or abandoned).
+    Rpc,
+    /// A watch created.
+    Watch,
+    /// A watch event received.
+    Event,
 }
 
 impl Counters {
-    /// A tracer that counts into these counters.
-    pub fn tracer(self: &Arc<Self>) -> Tracer {
+    /// A tracer that counts into these counters, for contender number `contender` (its index
+    /// in the contenders handed to [`run`]).
+    pub fn tracer(self: &Arc<Self>, contender: usize) -> Tracer {
         let me = self.clone();
         Tracer::new(move |e| {
-            let c = match e.kind {
-                TraceKind::Rpc { .. } => &me.rpcs,
-                TraceKind::Watch { .. } => &me.watches,
-                TraceKind::Event { .. } => &me.events,
+            let kind = match e.kind {
+                TraceKind::Rpc { .. } => MarkKind::Rpc,
+                TraceKind::Watch { .. } => MarkKind::Watch,
+                TraceKind::Event { .. } => MarkKind::Event,
                 _ => return,
             };
-            c.fetch_add(1, Ordering::Relaxed);
+            me.count(contender, kind);
         })
     }
+
+    /// Counts one `kind` for `contender`, now.
+    pub fn count(&self, contender: usize, kind: MarkKind) {
+        let c = match kind {
+            MarkKind::Rpc => &self.rpcs,
+            MarkKind::Watch => &self.watches,
+            MarkKind::Event => &self.events,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        lock(&self.marks).push((contender, kind, Instant::now()));
+    }
+}
+
+/// One acquisition on a contender's timeline, as offsets from the run's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Cycle {
+    /// The contender (its index in the contenders handed to [`run`]).
+    pub contender: usize,
+    /// `lock` called.
+    pub asked: Duration,
+    /// `lock` returned: the lock is held.
+    pub got: Duration,
+    /// The holder started its unlock.
+    pub releasing: Duration,
+    /// The unlock returned.
+    pub released: Duration,
+}
+
+/// A moment on a contender's timeline: an RPC answered, a watch created, an event received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Mark {
+    /// The contender.
+    pub contender: usize,
+    /// What happened.
+    pub kind: MarkKind,
+    /// When, from the run's start.
+    pub at: Duration,
 }
 
 /// A contender driving one of this project's lock strategies.
@@ -128,13 +182,13 @@ pub async fn recipe_contenders(
     let counters = Arc::new(Counters::default());
     let shared = Client::connect(endpoints, options.clone()).await?;
     let mut out: Vec<Box<dyn Contender>> = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let client = match clients {
             Clients::Shared => shared.clone(),
             Clients::Separate => Client::connect(endpoints, options.clone()).await?,
         };
         let session = Session::builder(&client).ttl(ttl).build().await?;
-        let lock = strategy.new_traced_lock(&session, name, counters.tracer())?;
+        let lock = strategy.new_traced_lock(&session, name, counters.tracer(i))?;
         out.push(Box::new(RecipeContender { lock, held: None, _session: session }));
     }
     Ok((out, counters))
@@ -158,6 +212,10 @@ pub struct Outcome {
     pub watches: Option<u64>,
     /// Watch events received over the run, when counted.
     pub events: Option<u64>,
+    /// Every acquisition, by contender, in the order they completed.
+    pub cycles: Vec<Cycle>,
+    /// Every counted RPC, watch and event of the run, by contender (empty when not counted).
+    pub marks: Vec<Mark>,
 }
 
 impl Outcome {
@@ -216,11 +274,13 @@ pub async fn run(
         released_at: StdMutex::new(None),
         acquisitions: AtomicU64::new(0),
         samples: StdMutex::new((Vec::new(), Vec::new())),
+        cycles: StdMutex::new(Vec::new()),
     });
     let start = Instant::now();
     let tasks: Vec<_> = contenders
         .into_iter()
-        .map(|mut c| {
+        .enumerate()
+        .map(|(contender, mut c)| {
             let shared = shared.clone();
             tokio::spawn(async move {
                 loop {
@@ -250,8 +310,18 @@ pub async fn run(
                         tokio::time::sleep(hold).await;
                     }
                     shared.holding.store(false, Ordering::SeqCst);
-                    *lock(&shared.released_at) = Some(Instant::now());
+                    let releasing = Instant::now();
+                    *lock(&shared.released_at) = Some(releasing);
                     c.release().await?;
+                    let at = |t: Instant| t.saturating_duration_since(start);
+                    let cycle = Cycle {
+                        contender,
+                        asked: at(asked),
+                        got: at(got),
+                        releasing: at(releasing),
+                        released: at(Instant::now()),
+                    };
+                    lock(&shared.cycles).push(cycle);
                 }
             })
         })
@@ -270,6 +340,15 @@ pub async fn run(
         }
         _ => (None, None, None),
     };
+    let marks = counters.map_or_else(Vec::new, |c| {
+        let marks = std::mem::take(&mut *lock(&c.marks));
+        marks
+            .into_iter()
+            .filter(|(_, _, t)| *t >= start)
+            .map(|(contender, kind, t)| Mark { contender, kind, at: t - start })
+            .collect()
+    });
+    let cycles = std::mem::take(&mut *lock(&shared.cycles));
     Ok(Outcome {
         acquisitions: shared.acquisitions.load(Ordering::SeqCst),
         elapsed,
@@ -278,6 +357,8 @@ pub async fn run(
         rpcs,
         watches,
         events,
+        cycles,
+        marks,
     })
 }
 
@@ -286,6 +367,7 @@ struct Shared {
     released_at: StdMutex<Option<Instant>>,
     acquisitions: AtomicU64,
     samples: StdMutex<(Vec<Duration>, Vec<Duration>)>,
+    cycles: StdMutex<Vec<Cycle>>,
 }
 
 fn load(a: &AtomicU64) -> u64 {
