@@ -531,7 +531,7 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "*Written by `cargo xtask compare{}` on {}, commit {}: {}; etcd {} ({} run, {:.0} s). Other runs on a shared machine move these figures by about ±10%; the report has every point.*\n",
+            "*Written by `cargo xtask compare{}` on {}, commit {}: {}; {} ({} run, {:.0} s). Other runs on a shared machine move these figures by about ±10%; the report has every point.*\n",
             if self.plan.name == "full" { " --full" } else { "" },
             m.date,
             m.commit,
