@@ -17,7 +17,9 @@
 //!    The Range returns the *two* newest blockers ahead of us: our predecessor, and the one
 //!    before it.
 //! 2. [`Place::wait_front`]: while someone is ahead, watch the two newest blockers ahead and our
-//!    own key from now (`wait.rs`), and read once to close the watches' gap. Then:
+//!    own key from now (`wait.rs`), and read once to close the watches' gap, unless nothing was
+//!    written since our last read (the watches' creation revision is that read's: they start
+//!    right after it, and there is no gap). Then:
 //!    - with two ahead, the older one's DELETE (normally the holder's release) means one read-only
 //!      Txn: "do I still exist, and who are the two newest blockers created before me?" Our
 //!      predecessor's watch stays open across it;
@@ -54,6 +56,8 @@ pub(crate) struct Place {
     blockers: Bytes,
     /// The (up to) two newest blockers created before us, newest first, as of the last read.
     ahead: Vec<KeyValue>,
+    /// The revision `ahead` was read at.
+    seen_at: i64,
     cleanup: Cleanup,
 }
 
@@ -98,10 +102,12 @@ pub(crate) async fn join(
         (mine.create_revision, mine.value, false)
     };
     cleanup.set(Action::FencedDelete { key: key.clone(), revision });
-    let mut place = Place { held: Held::new(session, key, revision), value, blockers, ahead: Vec::new(), cleanup };
-    let ahead = if joined { check_blockers(first) } else { place.read_ahead(op).await.map(|(ahead, _)| ahead) };
+    let held = Held::new(session, key, revision);
+    let mut place = Place { held, value, blockers, ahead: Vec::new(), seen_at: resp.header.revision, cleanup };
+    let ahead =
+        if joined { check_blockers(first).map(|a| (a, resp.header.revision)) } else { place.read_ahead(op).await };
     match ahead {
-        Ok(ahead) => place.ahead = ahead,
+        Ok((ahead, at)) => (place.ahead, place.seen_at) = (ahead, at),
         Err(err) => return Err(place.leave_with(err, op).await),
     }
     Ok(place)
@@ -130,6 +136,13 @@ impl Place {
             let wait = wait.get_or_insert_with(|| Wait::new(keys[0].clone(), WatchOptions::new(), stop));
             wait.retarget(&keys);
             let gone = match wait.next(op).await? {
+                // New watches that start right after our last read (no write in between): they
+                // miss nothing, so there is nothing to read.
+                Step::Look if wait.opened_at() <= self.seen_at => {
+                    op.note(|| format!("the watches start at revision {}: no gap to close", self.seen_at + 1));
+                    wait.checked(self.seen_at);
+                    continue;
+                }
                 // New watches: read, which also closes their gap.
                 Step::Look => None,
                 Step::Events(events) => {
@@ -151,7 +164,7 @@ impl Place {
                 break;
             }
             let (ahead, revision) = self.read_ahead(op).await?;
-            self.ahead = ahead;
+            (self.ahead, self.seen_at) = (ahead, revision);
             wait.checked(revision);
         }
         self.held.session.check()

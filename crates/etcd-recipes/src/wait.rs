@@ -111,12 +111,14 @@ pub(crate) struct Wait<'a> {
     stop: Stop<'a>,
     targets: Vec<Target>,
     own: Option<Watcher>,
+    /// The newest creation revision among the watches the last opening step opened.
+    opened_at: i64,
 }
 
 impl<'a> Wait<'a> {
     /// A wait on `key` with `options` (no start revision: the watch starts now).
     pub(crate) fn new(key: Bytes, options: WatchOptions, stop: Stop<'a>) -> Self {
-        let mut wait = Wait { options, stop, targets: Vec::new(), own: None };
+        let mut wait = Wait { options, stop, targets: Vec::new(), own: None, opened_at: 0 };
         wait.retarget(&[key]);
         wait
     }
@@ -147,7 +149,9 @@ impl<'a> Wait<'a> {
             if let Some((key, _)) = own {
                 watches.push((key.clone(), WatchOptions::new().with_no_put()));
             }
-            let mut opened = op.watch_all(watches).await?.into_iter();
+            let opened = op.watch_all(watches).await?;
+            self.opened_at = opened.iter().map(Watcher::created_revision).max().unwrap_or(0);
+            let mut opened = opened.into_iter();
             for &i in &opening {
                 self.targets[i].twins = opened.by_ref().take(TWINS).collect();
             }
@@ -190,6 +194,14 @@ impl<'a> Wait<'a> {
                 Some(Err(e)) => return Err(e.into()),
             }
         }
+    }
+
+    /// The store revision the watches opened by the latest [`Step::Look`] start after (the
+    /// newest of their creation revisions): a read at or after it leaves no gap. Each watch
+    /// starts right after its own creation revision, so when that is no newer than the caller's
+    /// last read, the watches miss nothing since that read.
+    pub(crate) fn opened_at(&self) -> i64 {
+        self.opened_at
     }
 
     /// A read made after the watches opened saw the store at `revision`: events up to it are
