@@ -118,6 +118,11 @@ impl Steps {
             .collect()
     }
 
+    /// How many RPCs the recipe has made so far (answered or abandoned).
+    pub fn rpcs(&self) -> usize {
+        self.lock().iter().filter(|k| matches!(k, etcd_recipes::TraceKind::Rpc { .. })).count()
+    }
+
     /// Waits until the recipe opened a watch on `key`: it has decided to wait on that key (for a
     /// waiter that first waited on another one: it saw that one go, by an event or a read).
     pub async fn wait_watching(&self, key: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use etcd_recipes::{Error, Mutex, Session, TraceKind, Tracer};
+use etcd_recipes::{Error, Mutex, Session};
 use etcd_tests::{Steps, eventually, single, three, wait_for_watchers, watchers};
 use etcd_wire::{Client, ClientOptions, DeleteOptions, GetOptions, PutOptions, TxnOp};
 
@@ -354,17 +354,11 @@ async fn a_waiter_on_a_busy_cluster_reads_a_bounded_number_of_times() -> Result<
         })
     };
     let waiter = Session::new(&c).await?;
-    let (rpcs, watches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (counted, watched) = (Arc::clone(&rpcs), Arc::clone(&watches));
-    let tracer = Tracer::new(move |e| match e.kind {
-        TraceKind::Rpc { .. } => drop(counted.fetch_add(1, Ordering::SeqCst)),
-        TraceKind::Watch { .. } => drop(watched.fetch_add(1, Ordering::SeqCst)),
-        _ => {}
-    });
+    let (steps, tracer) = Steps::new();
     let m = Mutex::new(&waiter, "busy")?.with_tracer(tracer);
     let waiting = tokio::spawn(async move { m.lock().await.map(drop) });
     eventually(Duration::from_secs(20), "the waiter in line, watching", || async {
-        (keys(&c, "busy/").await.ok()?.len() == 2 && watches.load(Ordering::SeqCst) >= 1).then_some(())
+        (keys(&c, "busy/").await.ok()?.len() == 2 && !steps.watched().is_empty()).then_some(())
     })
     .await?;
     let from = writes.load(Ordering::SeqCst);
@@ -372,7 +366,7 @@ async fn a_waiter_on_a_busy_cluster_reads_a_bounded_number_of_times() -> Result<
         (writes.load(Ordering::SeqCst) >= from + 300).then_some(())
     })
     .await?;
-    let during = rpcs.load(Ordering::SeqCst);
+    let during = steps.rpcs();
     stop.store(true, Ordering::SeqCst);
     writer.await??;
     guard.unlock().await?;
@@ -393,24 +387,16 @@ async fn a_waiter_behind_a_quiet_holder_makes_one_rpc_until_the_release() -> Res
     let holder = Session::new(&c).await?;
     let guard = Mutex::new(&holder, "quiet")?.lock().await?;
     let waiter = Session::new(&c).await?;
-    let (rpcs, watches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (counted, watched) = (Arc::clone(&rpcs), Arc::clone(&watches));
-    let tracer = Tracer::new(move |e| match e.kind {
-        TraceKind::Rpc { .. } => drop(counted.fetch_add(1, Ordering::SeqCst)),
-        TraceKind::Watch { .. } => drop(watched.fetch_add(1, Ordering::SeqCst)),
-        _ => {}
-    });
+    let (steps, tracer) = Steps::new();
     let m = Mutex::new(&waiter, "quiet")?.with_tracer(tracer);
     let waiting = tokio::spawn(async move { m.lock().await });
-    eventually(Duration::from_secs(20), "the waiter watching", || async {
-        (watches.load(Ordering::SeqCst) >= 3).then_some(())
-    })
-    .await?;
-    let before_release = rpcs.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "the waiter watching", || async { (steps.watched().len() >= 3).then_some(()) })
+        .await?;
+    let before_release = steps.rpcs();
     guard.unlock().await?;
     let g = tokio::time::timeout(Duration::from_secs(10), waiting).await???;
     ensure!(before_release == 1, "{before_release} RPCs before the release (the join only)");
-    ensure!(rpcs.load(Ordering::SeqCst) == 1, "the release put the waiter in front without a read");
+    ensure!(steps.rpcs() == 1, "the release put the waiter in front without a read");
     g.unlock().await?;
     Ok(())
 }
