@@ -185,6 +185,10 @@ impl Error {
     }
 
     /// The server's status behind this error, if there is one.
+    ///
+    /// This is tonic's type, so it follows this crate's tonic version (a tonic major upgrade
+    /// changes it); match on the [`Error`] variants for a stable answer, and use this only to
+    /// log or inspect what the server sent.
     pub fn status(&self) -> Option<&Status> {
         match self {
             Error::Unavailable { status }

@@ -92,6 +92,11 @@ pub mod pb {
     //!
     //! These follow etcd's `.proto` files exactly (field names, tags, comments). Keys and values are
     //! [`bytes::Bytes`]. Servers are not generated: this crate is a client.
+    //!
+    //! **Versioning:** these are prost messages and tonic clients, so this module follows the
+    //! prost and tonic versions this crate depends on: a new prost or tonic major version is a
+    //! breaking change of `pb` (and of this crate), even when nothing else changes. The typed API
+    //! outside `pb` exposes none of these types; build on it when you can.
 
     pub mod etcdserverpb {
         //! `etcdserverpb`: KV, Watch, Lease, Cluster, Maintenance and Auth (`rpc.proto`).
