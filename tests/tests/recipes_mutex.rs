@@ -400,3 +400,28 @@ async fn a_waiter_behind_a_quiet_holder_makes_one_rpc_until_the_release() -> Res
     g.unlock().await?;
     Ok(())
 }
+
+/// A waiter's watches and its reads can be served by different members, and a member that has not
+/// yet applied our join reports from before it: the delete of our key's previous incarnation (our
+/// own last unlock) is not our key going. Lock cycles on a 3-member cluster, each contender on a
+/// client of its own over every member, never fail with `SessionExpired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_cycles_across_members_never_take_an_old_delete_for_our_key() -> Result<()> {
+    let etcd = three()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let c = connect(&etcd.endpoints()).await?;
+        tasks.spawn(async move {
+            let session = Session::new(&c).await?;
+            let m = Mutex::new(&session, "cycles")?;
+            for _ in 0..300 {
+                m.lock().await?.unlock().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}

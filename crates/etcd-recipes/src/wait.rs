@@ -166,7 +166,9 @@ impl<'a> Wait<'a> {
             let (next, index) = tokio::select! {
                 // Our own key first: when it went before the awaited change, the wait fails.
                 biased;
-                () = own_key_gone(self.own.as_mut(), op) => return Err(Error::SessionExpired),
+                () = own_key_gone(self.own.as_mut(), self.stop.own.map_or(0, |(_, mine)| mine), op) => {
+                    return Err(Error::SessionExpired);
+                }
                 () = self.stop.fired() => return Err(Error::SessionExpired),
                 (next, index, _) = futures::future::select_all(watches) => (next, index),
             };
@@ -283,10 +285,12 @@ async fn gone(
 
 /// Resolves when our own key is deleted; never if there is no such watch or it ends (the reads
 /// then catch a lost key).
-async fn own_key_gone(own: Option<&mut Watcher>, op: &mut OpTrace) {
+async fn own_key_gone(own: Option<&mut Watcher>, mine: i64, op: &mut OpTrace) {
     let Some(w) = own else { return std::future::pending().await };
     while let Some(Ok(resp)) = w.next().await {
-        if let Some(ev) = resp.events.iter().find(|e| e.kind == EventKind::Delete) {
+        // Only a delete after our key's creation is ours: a watch served by a member that has not
+        // applied our join yet starts earlier and can report the previous incarnation's delete.
+        if let Some(ev) = resp.events.iter().find(|e| e.kind == EventKind::Delete && e.kv.mod_revision > mine) {
             op.event(&ev.kv.key, true, ev.kv.mod_revision);
             return;
         }
