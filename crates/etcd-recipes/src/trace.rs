@@ -258,9 +258,9 @@ impl OpTrace {
         // Counted once sent: a call dropped before its answer (a lost select, a cancelled lock)
         // reached the server all the same, and etcd's own count includes it.
         self.stats.rpcs += 1;
-        let mut abandoned = self.abandoned(name, key, started);
+        let mut abandoned = Abandoned { trace: self, name, key, started, armed: true };
         let result = call.await;
-        abandoned.sink = None;
+        abandoned.armed = false;
         if self.tracer.is_enabled() {
             let (revision, outcome) = match &result {
                 Ok(r) => (r.revision(), r.outcome()),
@@ -306,34 +306,25 @@ impl OpTrace {
             sink(&TraceEvent { recipe: self.recipe, op: self.op, at: self.start.elapsed(), kind });
         }
     }
-
-    /// The report of an RPC sent at `started`, should its future be dropped before the answer.
-    fn abandoned(&self, name: &'static str, key: &[u8], started: Instant) -> Abandoned {
-        let sink = self.tracer.sink.clone();
-        let key = if sink.is_some() { key.to_vec() } else { Vec::new() };
-        Abandoned { sink, recipe: self.recipe, op: self.op, start: self.start, name, key, started }
-    }
 }
 
 /// Reports an RPC whose future was dropped before its answer, from `Drop`: it was sent, so the
-/// trace (and every count built on it) has it, with the outcome "abandoned". Disarmed (no sink)
-/// once the answer arrived.
-struct Abandoned {
-    sink: Option<Sink>,
-    recipe: &'static str,
-    op: &'static str,
-    start: Instant,
+/// trace (and every count built on it) has it, with the outcome "abandoned". Disarmed once the
+/// answer arrived.
+struct Abandoned<'a> {
+    trace: &'a OpTrace,
     name: &'static str,
-    key: Vec<u8>,
+    key: &'a [u8],
     started: Instant,
+    armed: bool,
 }
 
-impl Drop for Abandoned {
+impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
-        let Some(sink) = self.sink.take() else { return };
-        let key = String::from_utf8_lossy(&self.key).into_owned();
-        let (took, outcome) = (self.started.elapsed(), "abandoned".to_owned());
-        let kind = TraceKind::Rpc { name: self.name, key, took, revision: 0, outcome };
-        sink(&TraceEvent { recipe: self.recipe, op: self.op, at: self.start.elapsed(), kind });
+        if self.armed && self.trace.tracer.is_enabled() {
+            let key = String::from_utf8_lossy(self.key).into_owned();
+            let (took, outcome) = (self.started.elapsed(), "abandoned".to_owned());
+            self.trace.emit(TraceKind::Rpc { name: self.name, key, took, revision: 0, outcome });
+        }
     }
 }
