@@ -100,6 +100,44 @@ async fn a_server_certificate_from_another_ca_is_rejected() -> Result<()> {
     Ok(())
 }
 
+/// The webpki roots (Mozilla's public CAs) are a trust store of their own: alone, they refuse a
+/// server whose certificate a private CA signed (naming the unknown issuer); added to that CA,
+/// they take nothing away from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webpki_roots_trust_public_cas_only_beside_a_given_ca() -> Result<()> {
+    let pki = pki()?;
+    let etcd = tls_cluster(&pki, false)?;
+    let public = TlsOptions::new().with_webpki_roots();
+    assert!(public.uses_webpki_roots() && !public.uses_native_roots());
+    let err = Client::connect(etcd.endpoints(), options(public.clone())).await.err().context("trusted a private CA")?;
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(chain(&err).contains("unknownissuer"), "the error names the unknown issuer: {err}");
+
+    let both = public.with_ca_pem(pki.ca.clone());
+    let client = Client::connect(etcd.endpoints(), options(both)).await?;
+    client.put("roots", "both", PutOptions::new()).await?;
+    assert_eq!(client.get("roots", None).await?.kvs[0].value, "both");
+    Ok(())
+}
+
+/// The platform's root store (the test machine's system CAs) does not hold a private CA either;
+/// trusting it beside the given CA connects. (The CLI's test `without_cacert_tls_trusts_the_system_roots`
+/// shows the platform store itself being read, through `SSL_CERT_FILE`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_roots_are_a_trust_store_beside_a_given_ca() -> Result<()> {
+    let pki = pki()?;
+    let etcd = tls_cluster(&pki, false)?;
+    let platform = TlsOptions::new().with_native_roots();
+    assert!(platform.uses_native_roots() && !platform.uses_webpki_roots());
+    let err =
+        Client::connect(etcd.endpoints(), options(platform.clone())).await.err().context("trusted a private CA")?;
+    assert!(chain(&err).contains("unknownissuer"), "the error names the unknown issuer: {err}");
+
+    let client = Client::connect(etcd.endpoints(), options(platform.with_ca_pem(pki.ca.clone()))).await?;
+    client.put("roots", "native", PutOptions::new()).await?;
+    Ok(())
+}
+
 /// An error with all its sources, as one lower-case text.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

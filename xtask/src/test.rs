@@ -6,6 +6,8 @@
 //! 3. every workspace test against etcd 3.5.1 (codegen freshness included);
 //! 4. every bench target once in its smoke mode, and every example in `crates/*/examples/`, each
 //!    against a fresh etcd from the harness;
+//!    etcd-wire built without its `tls` feature: no rustls or ring in its tree, `https://`
+//!    refused with a typed error, and an example working against etcd 3.5.1 over plaintext;
 //! 5. every test binary (no doctests) and the examples again against etcd 3.4.23;
 //! 6. fails if any etcd process started from the harness's binaries, lock worker, `etcd-recipes`
 //!    CLI or example outlived the tests (and kills it).
@@ -62,6 +64,9 @@ pub(crate) fn run(quick: bool) -> Result<()> {
 
     step("examples against etcd 3.5.1");
     check("examples against 3.5.1", run_examples(EtcdVersion::V3_5_1));
+
+    step("etcd-wire without TLS, against etcd 3.5.1");
+    check("etcd-wire without TLS", without_tls());
 
     // The same package selection as the 3.5.1 step, so cargo unifies features alike and reuses
     // every test binary (selecting only the server-facing crates rebuilt half the workspace);
@@ -157,24 +162,59 @@ fn run_examples(version: EtcdVersion) -> Result<()> {
         }
     }
     examples.sort();
-    // Build them all first, so the per-example time limit below counts only the run.
+    // Build them all first, as the workspace (the features the test steps built with), and run
+    // the binaries: `cargo run -p <crate>` would build each crate again with its own features,
+    // and the per-example time limit below counts only the run.
     cargo(&["build", "--quiet", "--workspace", "--examples"], None)?;
-    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for (krate, example) in examples {
-        let cluster = EtcdCluster::start(ClusterConfig::default().with_version(version))?;
-        println!("-- {krate} example {example} against {}", cluster.endpoints().join(","));
-        // coreutils `timeout` kills the whole process group (cargo and the example) when an
-        // example hangs, so a stuck example fails CI in minutes instead of at its overall limit.
-        let status = Command::new("timeout")
-            .args(["-k", "5", &EXAMPLE_LIMIT.as_secs().to_string()])
-            .arg(&cargo_bin)
-            .args(["run", "--quiet", "-p", &krate, "--example", &example])
-            .env("ETCD_ENDPOINTS", cluster.endpoints().join(","))
-            .current_dir(&root)
-            .status()?;
-        ensure!(status.success(), "example {krate}/{example} failed or ran over {EXAMPLE_LIMIT:?} ({status})");
+        let binary = root.join("target/debug/examples").join(&example);
+        ensure!(binary.exists(), "example {krate}/{example} was not built at {}", binary.display());
+        run_example(&format!("{krate}/{example}"), Command::new(binary), version)?;
     }
     Ok(())
+}
+
+/// Runs one example (`command`) against a fresh single etcd of `version`, within [`EXAMPLE_LIMIT`].
+fn run_example(name: &str, command: Command, version: EtcdVersion) -> Result<()> {
+    let cluster = EtcdCluster::start(ClusterConfig::default().with_version(version))?;
+    println!("-- example {name} against {}", cluster.endpoints().join(","));
+    // coreutils `timeout` kills the whole process group (cargo and the example) when an example
+    // hangs, so a stuck example fails CI in minutes instead of at its overall limit.
+    let status = Command::new("timeout")
+        .args(["-k", "5", &EXAMPLE_LIMIT.as_secs().to_string()])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("ETCD_ENDPOINTS", cluster.endpoints().join(","))
+        .current_dir(crate::codegen::workspace_root())
+        .status()?;
+    ensure!(status.success(), "example {name} failed or ran over {EXAMPLE_LIMIT:?} ({status})");
+    Ok(())
+}
+
+/// The crates of the TLS stack, which a build without etcd-wire's `tls` feature must not contain.
+const TLS_CRATES: &[&str] = &["rustls", "tokio-rustls", "ring", "rustls-webpki", "webpki-roots", "rustls-native-certs"];
+
+/// etcd-wire as a plaintext user builds it (`default-features = false`): its dependency tree
+/// holds no TLS crate, its unit tests pass (among them the typed refusal of `https://`), and
+/// an example works against a real etcd 3.5.1.
+fn without_tls() -> Result<()> {
+    let root = crate::codegen::workspace_root();
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tree = Command::new(&cargo_bin)
+        .args(["tree", "-p", "etcd-wire", "--no-default-features", "-e", "normal", "--prefix", "none"])
+        .current_dir(&root)
+        .output()?;
+    ensure!(tree.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&tree.stderr));
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    let found: BTreeSet<&str> =
+        tree.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| TLS_CRATES.contains(c)).collect();
+    ensure!(found.is_empty(), "etcd-wire without `tls` still depends on {found:?}");
+    println!("no TLS crate in etcd-wire's tree without `tls`");
+    cargo(&["test", "--quiet", "-p", "etcd-wire", "--no-default-features", "--lib"], None)?;
+    cargo(&["build", "--quiet", "-p", "etcd-wire", "--no-default-features", "--example", "kv"], None)?;
+    let mut example = Command::new(&cargo_bin);
+    example.args(["run", "--quiet", "-p", "etcd-wire", "--no-default-features", "--example", "kv"]);
+    run_example("etcd-wire/kv without TLS", example, EtcdVersion::V3_5_1)
 }
 
 fn step(name: &str) {

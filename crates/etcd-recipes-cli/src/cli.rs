@@ -184,7 +184,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ETCD_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
     pub password: Option<String>,
 
-    /// Verify the servers' TLS certificates with this CA bundle (PEM); turns TLS on
+    /// Verify the servers' TLS certificates with this CA bundle (PEM; without it, TLS trusts the
+    /// system's roots); turns TLS on
     #[arg(long, global = true, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
 

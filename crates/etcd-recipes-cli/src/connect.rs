@@ -43,11 +43,13 @@ pub(crate) fn client_options(g: &GlobalArgs) -> Result<ClientOptions, Failure> {
         (None, Some(_)) => return Err(Failure::error("--password needs --user NAME")),
         (None, None) => {}
     }
-    if g.cacert.is_some() || g.cert.is_some() || g.key.is_some() {
-        let mut tls = TlsOptions::new();
-        if let Some(ca) = &g.cacert {
-            tls = tls.with_ca_pem(read(ca, "--cacert")?);
-        }
+    let https = g.endpoints.iter().any(|e| e.trim().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")));
+    if https || g.cacert.is_some() || g.cert.is_some() || g.key.is_some() {
+        // Like etcdctl: the CA bundle given, else the system's roots.
+        let mut tls = match &g.cacert {
+            Some(ca) => TlsOptions::new().with_ca_pem(read(ca, "--cacert")?),
+            None => TlsOptions::new().with_native_roots(),
+        };
         if let (Some(cert), Some(key)) = (&g.cert, &g.key) {
             tls = tls.with_identity_pem(read(cert, "--cert")?, read(key, "--key")?);
         }

@@ -98,6 +98,10 @@ pub(crate) fn explain_wire(err: &etcd_wire::Error, doing: &str, g: &GlobalArgs) 
                 "bad endpoint {endpoint:?} in --endpoints: {reason}. Use host:port, http://host:port or https://host:port"
             )
         }
+        E::Tls { reason } if reason.contains("no native certs") => "TLS setup failed: without --cacert TLS trusts the \
+            system's roots, and the system has no CA certificates (install its CA bundle or set SSL_CERT_FILE); pass \
+            the servers' CA with --cacert"
+            .to_owned(),
         E::Tls { reason } => format!("TLS setup failed: {reason}. Check the files given to --cacert, --cert and --key"),
         E::AuthFailed { .. } => format!("authentication failed for user {user:?}: check --user/--password"),
         E::InvalidAuthToken { .. } => {

@@ -168,3 +168,42 @@ fn tls_flags_reach_a_tls_etcd() -> Result<()> {
     assert!(out.stderr.contains("--cacert/--cert/--key"), "{:?}", out.stderr);
     Ok(())
 }
+
+/// Without `--cacert`, TLS trusts the system's roots, as etcdctl does: the test CA is not among
+/// them (refused, pointing at the TLS flags), until `SSL_CERT_FILE` names it as the store.
+#[test]
+fn without_cacert_tls_trusts_the_system_roots() -> Result<()> {
+    let (ca, (cert, key)) = pki()?;
+    let etcd = EtcdCluster::start(ClusterConfig::default().with_client_tls(ClientTls::new(cert, key, ca)))?;
+    let (ca, _, _) = etcd.client_tls_files().context("TLS files")?;
+    let store = tempfile::tempdir()?;
+    let (other_ca, _) = pki()?;
+    let other_ca_file = store.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, other_ca)?;
+
+    // A system store without the server's CA: refused, pointing at the TLS flags.
+    let mut untrusted = tool(&etcd, &["--dial-timeout", "2s", "lock", "roots-job", "--", "true"]);
+    untrusted.env("SSL_CERT_FILE", &other_ca_file).env_remove("SSL_CERT_DIR");
+    let out = run(untrusted, SOON)?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(one_line(&out.stderr) && out.stderr.contains("--cacert/--cert/--key"), "{:?}", out.stderr);
+
+    // An empty system store: said so, with the way out.
+    let empty = store.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    let mut nothing = tool(&etcd, &["--dial-timeout", "2s", "lock", "roots-job", "--", "true"]);
+    nothing.env("SSL_CERT_DIR", &empty).env_remove("SSL_CERT_FILE");
+    let out = run(nothing, SOON)?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        one_line(&out.stderr) && out.stderr.contains("no CA certificates") && out.stderr.contains("--cacert"),
+        "{:?}",
+        out.stderr
+    );
+
+    let mut trusted = tool(&etcd, &["lock", "roots-job", "--", "echo", "in"]);
+    trusted.env("SSL_CERT_FILE", ca).env_remove("SSL_CERT_DIR");
+    let out = run(trusted, SOON)?;
+    assert_eq!((out.code, out.stdout.as_str()), (0, "in"), "{out:?}");
+    Ok(())
+}

@@ -11,6 +11,20 @@
 //!
 //! Switching from the `etcd-client` crate or Go's `clientv3`? [`migration`] maps every call.
 //!
+//! # Cargo features
+//! - **`tls`** (default): `https://` endpoints, with the CA and client identity given in
+//!   [`TlsOptions`] (rustls with ring, through tonic). Without it (`default-features = false`)
+//!   nothing of rustls or ring is built (no C compiler needed) and an `https://` endpoint is
+//!   refused with [`Error::Tls`].
+//! - **`tls-webpki-roots`**: `TlsOptions::with_webpki_roots`, trusting Mozilla's root CAs,
+//!   compiled in. Implies `tls`.
+//! - **`tls-native-roots`**: `TlsOptions::with_native_roots`, trusting the platform's root
+//!   store, read when the client connects (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace it).
+//!   Implies `tls`.
+//!
+//! Managed etcd services with certificates from a public CA need one of the two root stores; a
+//! private CA, as etcd's own TLS guide sets up, needs only `tls` and [`TlsOptions::with_ca_pem`].
+//!
 //! # Retries
 //! A read whose member does not answer within the request timeout is sent once more, to another
 //! member, and that member is left for a cool-down.
@@ -53,6 +67,7 @@ mod options;
 mod range;
 mod rpc;
 mod streams;
+#[cfg(feature = "tls")]
 mod tls_refusal;
 mod transport;
 mod txn;

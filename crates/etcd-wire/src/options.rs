@@ -130,12 +130,31 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// TLS settings: the CA that signed the servers' certificates, and optionally a client identity.
+/// TLS settings: which certificate authorities to trust, and optionally a client identity.
+///
+/// A server certificate is trusted when one of the enabled sources vouches for it: the CA
+/// certificates in [`ca_pem`](Self::ca_pem) (a private CA, as etcd's own docs set up), the
+/// webpki roots (Mozilla's list, compiled in) and the platform's root store (for etcd behind a
+/// certificate from a public CA, as managed services use). Any combination may be enabled; with
+/// none, no server is trusted and connecting fails with the handshake's "unknown issuer".
+///
+/// TLS needs etcd-wire's `tls` feature (on by default); the two root stores need
+/// `tls-webpki-roots` and `tls-native-roots`. Without `tls`, connecting to an `https://`
+/// endpoint fails with [`Error::Tls`](crate::Error::Tls).
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct TlsOptions {
     /// PEM of the CA certificate(s) to trust.
     pub ca_pem: Option<Vec<u8>>,
+    /// Trust the webpki roots (Mozilla's root CAs, compiled into the binary). Needs the
+    /// `tls-webpki-roots` feature.
+    #[cfg(feature = "tls-webpki-roots")]
+    pub webpki_roots: bool,
+    /// Trust the platform's root store, read when the client connects (on Linux the system's
+    /// CA bundle; `SSL_CERT_FILE` or `SSL_CERT_DIR` replace it). Needs the `tls-native-roots`
+    /// feature.
+    #[cfg(feature = "tls-native-roots")]
+    pub native_roots: bool,
     /// PEM certificate and private key presented to the server (mutual TLS).
     pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// Name to verify in the server's certificate, when it differs from the endpoint's host.
@@ -146,6 +165,8 @@ impl fmt::Debug for TlsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsOptions")
             .field("ca_pem", &self.ca_pem.as_ref().map(|c| c.len()))
+            .field("webpki_roots", &self.uses_webpki_roots())
+            .field("native_roots", &self.uses_native_roots())
             .field("identity", &self.identity_pem.is_some())
             .field("domain_name", &self.domain_name)
             .finish()
@@ -161,6 +182,32 @@ impl TlsOptions {
     pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
         self
+    }
+    /// Also trust the webpki roots (Mozilla's root CAs). Needs the `tls-webpki-roots` feature.
+    #[cfg(feature = "tls-webpki-roots")]
+    pub fn with_webpki_roots(mut self) -> Self {
+        self.webpki_roots = true;
+        self
+    }
+    /// Also trust the platform's root store. Needs the `tls-native-roots` feature.
+    #[cfg(feature = "tls-native-roots")]
+    pub fn with_native_roots(mut self) -> Self {
+        self.native_roots = true;
+        self
+    }
+    /// Whether the webpki roots are trusted (always false without the `tls-webpki-roots` feature).
+    pub fn uses_webpki_roots(&self) -> bool {
+        #[cfg(feature = "tls-webpki-roots")]
+        return self.webpki_roots;
+        #[cfg(not(feature = "tls-webpki-roots"))]
+        false
+    }
+    /// Whether the platform's roots are trusted (always false without the `tls-native-roots` feature).
+    pub fn uses_native_roots(&self) -> bool {
+        #[cfg(feature = "tls-native-roots")]
+        return self.native_roots;
+        #[cfg(not(feature = "tls-native-roots"))]
+        false
     }
     /// Present this certificate and key (both PEM) to the server.
     pub fn with_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {

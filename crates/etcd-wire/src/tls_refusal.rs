@@ -60,6 +60,14 @@ fn config(tls: &TlsOptions) -> Option<ClientConfig> {
     if let Some(ca) = &tls.ca_pem {
         roots.add_parsable_certificates(CertificateDer::pem_slice_iter(ca).filter_map(Result::ok));
     }
+    #[cfg(feature = "tls-webpki-roots")]
+    if tls.webpki_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    #[cfg(feature = "tls-native-roots")]
+    if tls.native_roots {
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    }
     let builder = builder.with_root_certificates(roots);
     let mut config = match &tls.identity_pem {
         Some((cert, key)) => {

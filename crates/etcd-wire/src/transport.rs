@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result, chain};
-use crate::options::ClientOptions;
+use crate::options::{ClientOptions, TlsOptions};
 
 /// How long a member that failed once stays out of the rotation; each further failure in a row
 /// doubles it, up to [`MAX_COOL_DOWN`].
@@ -281,14 +281,18 @@ async fn answered(ep: &Endpoint) -> std::result::Result<Channel, String> {
 /// `reason` for a failed connect, followed by the TLS alert the server sent, if it sent one the
 /// failed attempt could not see (see [`crate::tls_refusal`]).
 async fn with_tls_refusal(url: &str, options: &ClientOptions, reason: String) -> String {
-    if !url.starts_with("https://") {
-        return reason;
+    #[cfg(feature = "tls")]
+    if url.starts_with("https://") {
+        let tls = options.tls.clone().unwrap_or_default();
+        if let Some(refusal) = crate::tls_refusal::tls_refusal(url, &tls, options.connect_timeout).await
+            && !reason.contains(&refusal)
+        {
+            return format!("{reason}; the server's TLS answer: {refusal}");
+        }
     }
-    let tls = options.tls.clone().unwrap_or_default();
-    match crate::tls_refusal::tls_refusal(url, &tls, options.connect_timeout).await {
-        Some(refusal) if !reason.contains(&refusal) => format!("{reason}; the server's TLS answer: {refusal}"),
-        _ => reason,
-    }
+    #[cfg(not(feature = "tls"))]
+    let _ = (url, options);
+    reason
 }
 
 /// Turns `host:port`, `http://host:port` or `https://host:port` into a full URL, or explains why not.
@@ -334,21 +338,54 @@ fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
         ep = ep.http2_keep_alive_interval(interval);
     }
     if url.starts_with("https://") {
-        let tls = options.tls.clone().unwrap_or_default();
-        let mut config = ClientTlsConfig::new();
-        if let Some(ca) = tls.ca_pem {
-            config = config.ca_certificate(Certificate::from_pem(ca));
-        }
-        if let Some((cert, key)) = tls.identity_pem {
-            config = config.identity(Identity::from_pem(cert, key));
-        }
-        if let Some(name) = tls.domain_name {
-            config = config.domain_name(name);
-        }
-        ep = ep.tls_config(config).map_err(|e| Error::Tls { reason: chain(&e) })?;
+        ep = with_tls(ep, options.tls.clone().unwrap_or_default())?;
     }
     Ok(ep)
 }
+
+/// `ep` speaking TLS with these settings.
+#[cfg(feature = "tls")]
+fn with_tls(ep: Endpoint, tls: TlsOptions) -> Result<Endpoint> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca_pem {
+        config = config.ca_certificate(Certificate::from_pem(ca));
+    }
+    #[cfg(feature = "tls-webpki-roots")]
+    if tls.webpki_roots {
+        config = config.with_webpki_roots();
+    }
+    #[cfg(feature = "tls-native-roots")]
+    if tls.native_roots {
+        config = config.with_native_roots();
+    }
+    if let Some((cert, key)) = &tls.identity_pem {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = &tls.domain_name {
+        config = config.domain_name(name.clone());
+    }
+    ep.tls_config(config).map_err(|e| {
+        let mut reason = chain(&e);
+        if tls.uses_native_roots() && reason.contains("no native certs") {
+            reason.push_str(
+                " (the platform's root store has no CA certificates: install the system's CA bundle, \
+                             point SSL_CERT_FILE at one, or trust a CA given with TlsOptions::with_ca_pem)",
+            );
+        }
+        Error::Tls { reason }
+    })
+}
+
+/// Without the `tls` feature there is no TLS to speak: an `https://` endpoint is refused.
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: Endpoint, _: TlsOptions) -> Result<Endpoint> {
+    Err(Error::Tls { reason: NO_TLS.to_owned() })
+}
+
+/// Why a build without the `tls` feature refuses `https://` endpoints.
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str = "this build of etcd-wire has no TLS support: enable its `tls` feature for https:// endpoints";
 
 #[cfg(test)]
 mod tests {
@@ -370,6 +407,21 @@ mod tests {
         }
         for bad in ["", "   ", "unix:///tmp/sock", "http://", "host:notaport", "a b:1", "http://h:1/path", "h:0"] {
             assert!(matches!(normalize(bad, false), Err(Error::InvalidEndpoint { .. })), "{bad:?} accepted");
+        }
+    }
+
+    /// A plaintext build refuses `https://` with a typed error, before any connection attempt.
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn https_is_refused_without_the_tls_feature() {
+        for (endpoint, options) in [
+            ("https://127.0.0.1:2379", ClientOptions::default()),
+            ("127.0.0.1:2379", ClientOptions::default().with_tls(TlsOptions::new())),
+        ] {
+            match Pool::connect(&[endpoint.to_owned()], &options).await {
+                Err(Error::Tls { reason }) => assert_eq!(reason, NO_TLS),
+                other => panic!("{endpoint}: expected Error::Tls, got {:?}", other.map(|_| ())),
+            }
         }
     }
 
