@@ -260,3 +260,61 @@ async fn lock_and_election_enforce_permissions() -> Result<()> {
     assert!(matches!(denied, Err(Error::PermissionDenied { .. })), "{denied:?}");
     Ok(())
 }
+
+/// Credentials replaced on a live client: a wrong password changes nothing; the new user's
+/// permissions apply at once to calls and to the shared watch stream, which reopens with the new
+/// token (a watch the new user may not read is cancelled, "permission denied", instead of
+/// going on as the old user); `None` stops authenticating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_change_on_a_live_client() -> Result<()> {
+    let etcd = single()?;
+    let endpoints = etcd.endpoints();
+    enable_auth(&endpoints).await?;
+    let root = connect_as(&endpoints, "root", ROOT_PASSWORD).await?;
+    for (user, prefix) in [("alice", "a/"), ("bob", "b/")] {
+        root.role_add(user).await?;
+        root.role_grant_permission(user, Permission::read_write(prefix).with_prefix()).await?;
+        root.user_add(user, format!("{user}-pw")).await?;
+        root.user_grant_role(user, user).await?;
+    }
+
+    let c = connect_as(&endpoints, "alice", "alice-pw").await?;
+    let view = c.with_namespace("a/");
+    let mut watch = c.watch("a/", etcd_wire::WatchOptions::new().with_prefix()).await?;
+    c.put("a/1", "alice", PutOptions::new()).await?;
+
+    let wrong = c.set_credentials(Some(etcd_wire::Credentials::new("bob", "not-bobs"))).await;
+    assert!(matches!(wrong, Err(Error::AuthFailed { .. })), "{wrong:?}");
+    view.put("2", "still alice", PutOptions::new()).await?;
+    let empty = c.set_credentials(Some(etcd_wire::Credentials::new("", "x"))).await;
+    assert!(matches!(empty, Err(Error::InvalidArgument { .. })), "{empty:?}");
+
+    c.set_credentials(Some(etcd_wire::Credentials::new("bob", "bob-pw"))).await?;
+    c.put("b/1", "bob", PutOptions::new()).await?;
+    let denied = view.get("1", None).await;
+    assert!(matches!(denied, Err(Error::PermissionDenied { .. })), "every clone and view is bob now: {denied:?}");
+
+    // The watch saw alice's two puts, then ends: bob may not watch a/.
+    let mut keys = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(&mut watch)).await {
+            Ok(Some(Ok(r))) => keys.extend(r.events.iter().map(|e| e.kv.key_str().into_owned())),
+            Ok(Some(Err(e))) => break Some(e),
+            Ok(None) => break None,
+            Err(_) => anyhow::bail!("the watch went on as alice: {keys:?}"),
+        }
+    };
+    assert_eq!(keys, ["a/1", "a/2"]);
+    assert!(matches!(&end, Some(Error::WatchCanceled { reason }) if reason.contains("permission denied")), "{end:?}");
+    let mut bobs = c.watch("b/", etcd_wire::WatchOptions::new().with_prefix()).await?;
+    root.put("b/2", "from root", PutOptions::new()).await?;
+    let event = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(&mut bobs))
+        .await?
+        .context("ended")??;
+    assert_eq!(event.events[0].kv.key, "b/2");
+
+    c.set_credentials(None).await?;
+    let anonymous = c.get("b/1", None).await;
+    assert!(matches!(anonymous, Err(Error::AuthRequired { .. } | Error::PermissionDenied { .. })), "{anonymous:?}");
+    Ok(())
+}

@@ -2,13 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use etcd_harness::{ClusterConfig, EtcdCluster};
 use etcd_tests::{single, three};
 use etcd_wire::{Client, ClientOptions, Compare, CompareOp, Error, GetOptions, PutOptions, Txn, TxnOp};
+use futures::StreamExt;
 
 #[tokio::test]
 async fn malformed_endpoints_fail_before_connecting() {
-    for bad in ["", "unix:///tmp/etcd.sock", "http://", "host:notaport"] {
+    for bad in ["", "unixs:///tmp/etcd.sock", "unix://", "http://", "host:notaport"] {
         let r = Client::connect([bad], ClientOptions::default()).await;
         assert!(matches!(r, Err(Error::InvalidEndpoint { .. })), "{bad:?}: {r:?}");
     }
@@ -193,6 +195,98 @@ async fn blackholed_member_does_not_delay_connect() -> Result<()> {
     assert!(started.elapsed() < connect_timeout, "connect took {:?}", started.elapsed());
     for _ in 0..5 {
         c.put("k", "v", PutOptions::new()).await?;
+    }
+    Ok(())
+}
+
+/// A `unix://` endpoint (as Go's client takes them): unary calls, the shared watch stream, leases
+/// and calls aimed at the endpoint all go over the socket; a socket nobody serves fails within
+/// the connect timeout, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_endpoint_serves_calls_streams_and_leases() -> Result<()> {
+    let etcd = EtcdCluster::start(ClusterConfig::default().with_unix_sockets())?;
+    let socket = etcd.member(0)?.unix_socket().context("no unix socket")?;
+    let url = format!("unix://{}", socket.display());
+    let c = Client::connect([&url], ClientOptions::default()).await?;
+    assert_eq!(c.endpoints(), [url.as_str()]);
+
+    let mut watch = c.watch("unix/", etcd_wire::WatchOptions::new().with_prefix()).await?;
+    let lease = c.lease_grant(30, None).await?;
+    c.put("unix/k", "over the socket", PutOptions::new().with_lease(lease.id)).await?;
+    assert_eq!(c.get("unix/k", None).await?.kvs[0].value, "over the socket");
+    let event = watch.next().await.context("watch ended")??;
+    assert_eq!(event.events[0].kv.key, "unix/k");
+    assert!(c.lease_keep_alive_once(lease.id).await? > 0);
+    assert!(c.status_of(&url).await?.is_leader());
+
+    // The same member over TCP sees the same data.
+    let tcp = Client::connect(etcd.endpoints(), ClientOptions::default()).await?;
+    assert_eq!(tcp.get("unix/k", None).await?.count, 1);
+
+    let gone = format!("unix://{}", socket.with_file_name("nobody.sock").display());
+    let options = ClientOptions::default().with_connect_timeout(Duration::from_secs(2));
+    let err = Client::connect([&gone], options).await.err().context("connected to a missing socket")?;
+    assert!(matches!(err, Error::Connect { .. }) && err.to_string().contains("nobody.sock"), "{err}");
+    Ok(())
+}
+
+/// The endpoints of a live client, changed on a 3-member cluster: after `set_endpoints` the
+/// shared watch and keep-alive streams leave the member that was dropped (its watcher gauge
+/// falls to 0, the others' rises), so killing it costs nothing; the watch resumes exactly once;
+/// `add_endpoint`/`remove_endpoint` edit the list, and bad input changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_change_on_a_live_client_and_streams_follow() -> Result<()> {
+    let etcd = three()?;
+    etcd.wait_for_leader(Duration::from_secs(20))?;
+    let urls = etcd.endpoints();
+    let c = Client::connect([&urls[0]], ClientOptions::default()).await?;
+    let mut watch = c.watch("live/", etcd_wire::WatchOptions::new().with_prefix()).await?;
+    let lease = c.lease_grant(30, None).await?.id;
+    let _keep_alive = c.lease_keep_alive(lease).await?;
+    c.put("live/1", "on m0", PutOptions::new()).await?;
+    etcd_tests::wait_for_watchers(&urls[..1], 1.0).await?;
+
+    c.set_endpoints([&urls[1], &urls[2]])?;
+    assert_eq!(c.endpoints(), [urls[1].clone(), urls[2].clone()]);
+    etcd_tests::eventually(Duration::from_secs(20), "the watch stream left m0", || async {
+        let on_m0 = etcd_tests::watchers(&urls[..1]).ok()?;
+        let elsewhere = etcd_tests::watchers(&urls[1..]).ok()?;
+        (on_m0 == 0.0 && elsewhere >= 1.0).then_some(())
+    })
+    .await?;
+    etcd_tests::eventually(Duration::from_secs(20), "keep-alives on m1 or m2", || async {
+        let started: f64 =
+            urls[1..].iter().filter_map(|u| etcd_tests::requests_started(u, &["LeaseKeepAlive"]).ok()).sum();
+        (started >= 1.0).then_some(())
+    })
+    .await?;
+
+    etcd.kill(0)?;
+    c.put("live/2", "without m0", PutOptions::new().with_lease(lease)).await?;
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        let r = tokio::time::timeout(Duration::from_secs(20), watch.next()).await?.context("watch ended")??;
+        keys.extend(r.events.iter().map(|e| e.kv.key_str().into_owned()));
+    }
+    assert_eq!(keys, ["live/1", "live/2"], "each event once, in order");
+    assert!(c.lease_time_to_live(lease, false).await?.ttl > 0);
+
+    // Editing the list: bad input changes nothing.
+    let before = c.endpoints();
+    assert!(matches!(c.set_endpoints(["http://"]), Err(Error::InvalidEndpoint { .. })));
+    assert!(matches!(c.set_endpoints(Vec::<String>::new()), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(c.add_endpoint("ftp://x:1"), Err(Error::InvalidEndpoint { .. })));
+    assert_eq!(c.endpoints(), before);
+    c.add_endpoint(&urls[1])?;
+    assert_eq!(c.endpoints(), before, "already there");
+    c.remove_endpoint(&urls[2])?;
+    c.remove_endpoint(&urls[0])?;
+    assert_eq!(c.endpoints(), [urls[1].clone()]);
+    assert!(matches!(c.remove_endpoint(&urls[1]), Err(Error::InvalidArgument { .. })), "the last one stays");
+    c.add_endpoint(&urls[2])?;
+    assert_eq!(c.endpoints(), [urls[1].clone(), urls[2].clone()]);
+    for i in 0..6 {
+        c.get(format!("live/{i}"), None).await?;
     }
     Ok(())
 }

@@ -130,6 +130,14 @@ impl EtcdCluster {
             let member_dir = dir.path().join(name);
             let data_dir = member_dir.join("data");
             let mut args = member_args(name, &client_url, &peer_url, &data_dir, &initial_cluster, &token, &common);
+            if config.unix_sockets {
+                // etcd accepts only `unix://host:port`; the socket is `host:port` in its working
+                // directory (the member's), named after the TCP port so it is unique.
+                let listen = args.iter_mut().find(|a| a.starts_with("--listen-client-urls="));
+                if let Some(listen) = listen {
+                    listen.push_str(&format!(",unix://localhost:{}", ports[per_member * i]));
+                }
+            }
             let member = match &tls {
                 Some(files) => {
                     let metrics_url = url(ports[per_member * i + 2]);

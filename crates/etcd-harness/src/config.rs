@@ -30,6 +30,9 @@ pub struct ClusterConfig {
     /// `--auth-token-ttl` in seconds: how long an unused simple token stays valid; etcd's
     /// default (300) when `None`.
     pub auth_token_ttl_secs: Option<u64>,
+    /// Each member also serves clients on a unix socket in its directory
+    /// ([`Member::unix_socket`](crate::Member::unix_socket)). Default false.
+    pub unix_sockets: bool,
 }
 
 impl Default for ClusterConfig {
@@ -45,6 +48,7 @@ impl Default for ClusterConfig {
             client_tls: None,
             auth_token: None,
             auth_token_ttl_secs: None,
+            unix_sockets: false,
         }
     }
 }
@@ -111,6 +115,12 @@ impl ClusterConfig {
     /// Sets `--auth-token` (`simple`, or `jwt,pub-key=...,priv-key=...,sign-method=...`).
     pub fn with_auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Each member also listens for clients on a unix socket (see [`unix_sockets`](Self::unix_sockets)).
+    pub fn with_unix_sockets(mut self) -> Self {
+        self.unix_sockets = true;
         self
     }
 

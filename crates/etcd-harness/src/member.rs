@@ -79,6 +79,16 @@ impl Member {
         }
     }
 
+    /// The unix socket the member also serves clients on, with
+    /// [`ClusterConfig::with_unix_sockets`](crate::ClusterConfig::with_unix_sockets). etcd takes
+    /// only `unix://host:port` listen URLs and makes the socket `host:port` in its working
+    /// directory, which is the member's directory.
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        let listen = self.args.iter().find_map(|a| a.strip_prefix("--listen-client-urls="))?;
+        let name = listen.split(',').find_map(|u| u.strip_prefix("unix://"))?;
+        Some(self.dir.join(name))
+    }
+
     /// The member's name (`m0`, `m1`, ...).
     pub fn name(&self) -> &str {
         &self.name
@@ -171,7 +181,8 @@ impl Member {
             .ctx(|| format!("writing {}", self.log_path.display()))?;
         let log_err = log.try_clone().ctx(|| format!("duplicating {}", self.log_path.display()))?;
         let mut command = install::clean_command(&self.etcd);
-        command.args(&self.args).stdin(Stdio::null()).stdout(log).stderr(log_err);
+        // The working directory is where etcd makes a `unix://` listener's socket.
+        command.args(&self.args).current_dir(&self.dir).stdin(Stdio::null()).stdout(log).stderr(log_err);
         let child = spawner::spawn(command).ctx(|| format!("spawning {}", self.etcd.display()))?;
         tracing::debug!(member = %self.name, pid = child.id(), "etcd started");
         *self.lock() = Some(Running { child, paused: false });

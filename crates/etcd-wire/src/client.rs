@@ -57,8 +57,10 @@ pub(crate) struct Inner {
 }
 
 impl Client {
-    /// Connects to the cluster at `endpoints` (`host:port`, `http://host:port` or
-    /// `https://host:port`). Returns as soon as one member answers, within
+    /// Connects to the cluster at `endpoints`: `host:port`, `http://host:port`,
+    /// `https://host:port`, or a unix socket as `unix:///absolute/path` or `unix://relative`
+    /// (etcd's `--listen-client-urls=unix://localhost:2379` makes the socket `localhost:2379` in
+    /// its working directory; plaintext only). Returns as soon as one member answers, within
     /// [`ClientOptions::connect_timeout`] (the others join when they answer), after
     /// authenticating when credentials are set.
     pub async fn connect<E, S>(endpoints: E, options: ClientOptions) -> Result<Client>
@@ -124,7 +126,59 @@ impl Client {
         self.core().pool.urls()
     }
 
-    /// The options the client was made with.
+    /// Replaces the client's endpoints with `endpoints`, as Go's `SetEndpoints` does, on a live
+    /// client shared by every clone and view: members that stay keep their connection; calls
+    /// made from now on go to the new list; the shared watch and keep-alive streams open on a
+    /// member that left move to one in the list (watchers resume where they were, exactly once,
+    /// and leases stay kept alive); calls already in flight on a removed member finish there.
+    /// The new endpoints become the seeds that an auto-sync keeps as a fallback.
+    ///
+    /// Nothing is connected here: a new member is dialled by the first call picked to go to it,
+    /// and a member that does not answer is left for a cool-down, as at any time. An invalid
+    /// endpoint fails with [`Error::InvalidEndpoint`](crate::Error::InvalidEndpoint) and an
+    /// empty list with [`Error::InvalidArgument`](crate::Error::InvalidArgument), changing nothing.
+    pub fn set_endpoints<E, S>(&self, endpoints: E) -> Result<()>
+    where
+        E: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints: Vec<String> = endpoints.into_iter().map(|e| e.as_ref().to_owned()).collect();
+        self.core().pool.set_seeds(&endpoints, &self.core().options)
+    }
+
+    /// Adds `endpoint` to the endpoints in use (see [`set_endpoints`](Self::set_endpoints)); one
+    /// already there changes nothing.
+    pub fn add_endpoint(&self, endpoint: impl AsRef<str>) -> Result<()> {
+        let mut endpoints = self.endpoints();
+        endpoints.push(endpoint.as_ref().to_owned());
+        self.set_endpoints(endpoints)
+    }
+
+    /// Removes `endpoint` from the endpoints in use (see [`set_endpoints`](Self::set_endpoints));
+    /// one not there changes nothing. Removing the last fails with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    pub fn remove_endpoint(&self, endpoint: impl AsRef<str>) -> Result<()> {
+        let options = &self.core().options;
+        let gone = crate::transport::normalize(endpoint.as_ref(), options.tls.is_some())?;
+        let endpoints: Vec<String> = self.endpoints().into_iter().filter(|e| *e != gone).collect();
+        if endpoints.is_empty() {
+            return Err(crate::Error::invalid(format!("{gone} is the client's last endpoint")));
+        }
+        self.set_endpoints(endpoints)
+    }
+
+    /// Replaces the user and password on a live client (every clone and view), or with `None`
+    /// stops authenticating. The new credentials are tried first: a wrong password fails with
+    /// [`Error::AuthFailed`](crate::Error::AuthFailed) and the client keeps its old credentials
+    /// and token. Once they work, calls carry the new token, and the shared watch and keep-alive
+    /// streams reopen with it (watchers resume exactly once; leases stay kept alive), so nothing
+    /// keeps acting as the old user.
+    pub async fn set_credentials(&self, credentials: Option<crate::Credentials>) -> Result<()> {
+        self.core().set_credentials(credentials).await
+    }
+
+    /// The options the client was made with (later [`set_endpoints`](Self::set_endpoints) and
+    /// [`set_credentials`](Self::set_credentials) calls do not show here).
     pub fn options(&self) -> &ClientOptions {
         &self.core().options
     }

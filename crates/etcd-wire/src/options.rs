@@ -124,6 +124,13 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials { user: user.into(), password: password.into() }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()

@@ -191,9 +191,14 @@ impl Core {
             return Err(Error::invalid("user name is empty"));
         }
         let pool = Pool::connect(endpoints, &options).await?;
-        let auth = Auth { token: RwLock::new((0, None)), refresh: Default::default() };
+        let auth = Auth {
+            token: RwLock::new((0, None)),
+            refresh: Default::default(),
+            credentials: RwLock::new(options.credentials.clone()),
+            changed: tokio::sync::watch::Sender::new(0),
+        };
         let core = Arc::new(Core { pool, options, auth });
-        if core.options.credentials.is_some() {
+        if core.has_credentials() {
             core.refresh_token(0).await?;
         }
         if let Some(every) = core.options.auto_sync_interval {
@@ -266,7 +271,7 @@ impl Core {
                 }
                 return Err(Error::Timeout { after });
             }
-            if !how.anonymous && needs_new_token(&status) && self.options.credentials.is_some() && !refreshed {
+            if !how.anonymous && needs_new_token(&status) && self.has_credentials() && !refreshed {
                 // The server rejected the token before doing anything: refreshing and resending is safe.
                 refreshed = true;
                 self.refresh_token(generation).await?;
@@ -295,28 +300,66 @@ impl Core {
 
     /// Authenticates again unless another caller already replaced token `stale` (single flight).
     pub(crate) async fn refresh_token(&self, stale: u64) -> Result<()> {
-        let Some(creds) = self.options.credentials.clone() else { return Ok(()) };
         let _one_at_a_time = self.auth.refresh.lock().await;
+        let Some(creds) = self.credentials() else { return Ok(()) };
         if self.auth.token.read().unwrap_or_else(|e| e.into_inner()).0 != stale {
             return Ok(());
         }
-        // Boxed: authenticating is a call, and a call may refresh the token.
-        let token = match Box::pin(self.authenticate(&creds)).await {
-            Ok(token) => Some(token),
-            // Auth is off (never enabled, or disabled since): calls need no token, as in Go's client.
-            Err(Error::AuthNotEnabled { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let value: Option<AsciiMetadataValue> = match token {
-            Some(t) => Some(
-                MetadataValue::try_from(t.as_str())
-                    .map_err(|_| Error::invalid("the server returned a token that is not valid ASCII metadata"))?,
-            ),
-            None => None,
-        };
+        let value = self.token_for(&creds).await?;
         let mut slot = self.auth.token.write().unwrap_or_else(|e| e.into_inner());
         *slot = (slot.0 + 1, value);
         Ok(())
+    }
+
+    /// Whether the client authenticates (it has credentials now).
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.auth.credentials.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn credentials(&self) -> Option<Credentials> {
+        self.auth.credentials.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the credentials: authenticates with the new ones first (nothing changes if that
+    /// fails), then swaps credentials and token, and tells the streams to reopen with the token.
+    pub(crate) async fn set_credentials(&self, credentials: Option<Credentials>) -> Result<()> {
+        if credentials.as_ref().is_some_and(|c| c.user.is_empty()) {
+            return Err(Error::invalid("user name is empty"));
+        }
+        let _one_at_a_time = self.auth.refresh.lock().await;
+        let value = match &credentials {
+            Some(creds) => self.token_for(creds).await?,
+            None => None,
+        };
+        *self.auth.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+        {
+            let mut slot = self.auth.token.write().unwrap_or_else(|e| e.into_inner());
+            *slot = (slot.0 + 1, value);
+        }
+        self.auth.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Resolves once the credentials change after this call (for streams opened with the old token).
+    pub(crate) fn credentials_changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut changed = self.auth.changed.subscribe();
+        async move {
+            let _ = changed.changed().await;
+        }
+    }
+
+    /// A token for `creds`: `None` when auth is off (never enabled, or disabled since), where
+    /// calls need no token, as in Go's client.
+    async fn token_for(&self, creds: &Credentials) -> Result<Option<AsciiMetadataValue>> {
+        // Boxed: authenticating is a call, and a call may refresh the token.
+        match Box::pin(self.authenticate(creds)).await {
+            Ok(token) => Ok(Some(
+                MetadataValue::try_from(token.as_str())
+                    .map_err(|_| Error::invalid("the server returned a token that is not valid ASCII metadata"))?,
+            )),
+            Err(Error::AuthNotEnabled { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Replaces the endpoints with the voting members' client URLs (see
@@ -420,11 +463,16 @@ impl Meta {
     }
 }
 
-/// The token state: a generation counter (bumped by every refresh) and the token itself.
+/// The token state: a generation counter (bumped by every refresh) and the token itself, and
+/// the credentials it comes from.
 #[derive(Debug)]
 struct Auth {
     token: RwLock<(u64, Option<AsciiMetadataValue>)>,
+    /// Held while authenticating: one refresh at a time, and none during a credentials change.
     refresh: tokio::sync::Mutex<()>,
+    credentials: RwLock<Option<Credentials>>,
+    /// Bumped by every credentials change.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Whether a status reports the request's deadline passing: tonic's own timer ("Timeout expired")

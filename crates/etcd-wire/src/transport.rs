@@ -11,7 +11,8 @@
 //! A sync (auto-sync) replaces the endpoints with the members' advertised URLs but keeps the
 //! seeds as a fallback, so advertised URLs the client cannot reach never strand it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,8 +39,12 @@ pub(crate) struct Member {
     pub(crate) url: String,
     pub(crate) channel: Channel,
     health: Mutex<Health>,
-    /// Whether this is one of the endpoints given to `connect` (kept as a fallback by syncs).
-    seed: bool,
+    /// Whether this is one of the endpoints given to `connect` or to `set_endpoints` (kept as a
+    /// fallback by syncs).
+    seed: AtomicBool,
+    /// Set when the member leaves the list (a sync, or the caller changing the endpoints): the
+    /// streams open on it then move to a member still in the list.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 /// When a member last failed, and how many times in a row.
@@ -65,7 +70,17 @@ impl Health {
 
 impl Member {
     fn new(url: String, channel: Channel, health: Health, seed: bool) -> Arc<Member> {
-        Arc::new(Member { url, channel, health: Mutex::new(health), seed })
+        let retired = tokio::sync::watch::Sender::new(false);
+        Arc::new(Member { url, channel, health: Mutex::new(health), seed: AtomicBool::new(seed), retired })
+    }
+
+    /// Resolves once the member has left the client's list (at once if it already has).
+    pub(crate) fn retired(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut retired = self.retired.subscribe();
+        async move {
+            // An error means the member itself is gone, which only happens after it left.
+            let _ = retired.wait_for(|r| *r).await;
+        }
     }
 }
 
@@ -95,7 +110,7 @@ impl Pool {
         }
         let urls = endpoints.iter().map(|e| normalize(e, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
         let settings = urls.iter().map(|u| endpoint(u, options)).collect::<Result<Vec<_>>>()?;
-        let probe = |i: usize, ep: Endpoint, url: String, options: ClientOptions| async move {
+        let probe = |i: usize, ep: Dial, url: String, options: ClientOptions| async move {
             let result = match tokio::time::timeout(options.connect_timeout, answered(&ep)).await {
                 Ok(Ok(channel)) => Ok(channel),
                 Ok(Err(reason)) => Err(with_tls_refusal(&url, &options, reason).await),
@@ -216,31 +231,61 @@ impl Pool {
     /// Replaces the endpoints in use (auto-sync), keeping the channels of members that stay.
     /// The seeds (the endpoints given to `connect`) that are not among `urls` stay as fallback.
     pub(crate) fn set_urls(&self, urls: &[String], options: &ClientOptions) -> Result<()> {
+        self.replace(urls, options, false)
+    }
+
+    /// Replaces every endpoint, the seeds included, with `urls` (the caller's new list), keeping
+    /// the channels of members that stay. Nothing changes if any of `urls` is invalid.
+    pub(crate) fn set_seeds(&self, urls: &[String], options: &ClientOptions) -> Result<()> {
+        if urls.is_empty() {
+            return Err(Error::invalid("no endpoints given"));
+        }
+        self.replace(urls, options, true)
+    }
+
+    /// The member list with `urls` in use: members already known keep their channel and health;
+    /// with `as_seeds`, `urls` become the seeds, else the old seeds stay as fallback. Members
+    /// that leave the list are retired, which moves the streams open on them.
+    fn replace(&self, urls: &[String], options: &ClientOptions, as_seeds: bool) -> Result<()> {
         if urls.is_empty() {
             return Ok(());
         }
+        let urls = urls.iter().map(|u| normalize(u, options.tls.is_some())).collect::<Result<Vec<_>>>()?;
         let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
         let current = guard.clone();
         let mut next: Vec<Arc<Member>> = Vec::with_capacity(urls.len() + current.list.len());
         for url in urls {
-            let url = normalize(url, options.tls.is_some())?;
             if next.iter().any(|m| m.url == url) {
                 continue;
             }
             match current.list.iter().find(|m| m.url == url) {
-                Some(m) => next.push(m.clone()),
+                Some(m) => {
+                    if as_seeds {
+                        m.seed.store(true, Ordering::Relaxed);
+                    }
+                    next.push(m.clone());
+                }
                 None => next.push(Member::new(
                     url.clone(),
                     endpoint(&url, options)?.connect_lazy(),
                     Health::default(),
-                    false,
+                    as_seeds,
                 )),
             }
         }
         let primary = next.len();
-        let seeds: Vec<_> =
-            current.list.iter().filter(|m| m.seed && !next.iter().any(|n| n.url == m.url)).cloned().collect();
-        next.extend(seeds);
+        if !as_seeds {
+            let seeds: Vec<_> = current
+                .list
+                .iter()
+                .filter(|m| m.seed.load(Ordering::Relaxed) && !next.iter().any(|n| n.url == m.url))
+                .cloned()
+                .collect();
+            next.extend(seeds);
+        }
+        for gone in current.list.iter().filter(|m| !next.iter().any(|n| Arc::ptr_eq(n, m))) {
+            gone.retired.send_replace(true);
+        }
         *guard = Arc::new(Members { list: next, primary });
         Ok(())
     }
@@ -264,7 +309,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Connects to `ep` and waits for one answer from the server (a `Status`; any gRPC status counts,
 /// even an auth error): a listener that accepts TCP but never speaks etcd's gRPC (a black-holed
 /// proxy, another service) must fail within the connect timeout, not at the first request.
-async fn answered(ep: &Endpoint) -> std::result::Result<Channel, String> {
+async fn answered(ep: &Dial) -> std::result::Result<Channel, String> {
     let channel = ep.connect().await.map_err(|e| chain(&e))?;
     let probe = crate::pb::etcdserverpb::maintenance_client::MaintenanceClient::new(channel.clone())
         .status(crate::pb::etcdserverpb::StatusRequest {})
@@ -295,18 +340,28 @@ async fn with_tls_refusal(url: &str, options: &ClientOptions, reason: String) ->
     reason
 }
 
-/// Turns `host:port`, `http://host:port` or `https://host:port` into a full URL, or explains why not.
+/// Turns `host:port`, `http://host:port` or `https://host:port` into a full URL, and `unix://PATH`
+/// or `unix:PATH` into `unix://PATH`, or explains why not.
 pub(crate) fn normalize(endpoint: &str, tls: bool) -> Result<String> {
     let bad = |reason: &str| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
     let trimmed = endpoint.trim();
     if trimmed.is_empty() {
         return Err(bad("empty endpoint"));
     }
+    if let Some(rest) = trimmed.get(..5).filter(|s| s.eq_ignore_ascii_case("unix:")).map(|_| &trimmed[5..]) {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() || path.contains('\0') {
+            return Err(bad(
+                "expected unix://PATH (unix:///absolute/path, or unix://relative as etcd names its socket)",
+            ));
+        }
+        return Ok(format!("unix://{path}"));
+    }
     let (scheme, rest) = match trimmed.split_once("://") {
         Some((s, rest)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
             (s.to_ascii_lowercase(), rest)
         }
-        Some((s, _)) => return Err(bad(&format!("unsupported scheme {s:?}; use http:// or https://"))),
+        Some((s, _)) => return Err(bad(&format!("unsupported scheme {s:?}; use http://, https:// or unix://"))),
         None => (if tls { "https" } else { "http" }.to_owned(), trimmed),
     };
     let authority = rest.trim_end_matches('/');
@@ -326,21 +381,93 @@ pub(crate) fn normalize(endpoint: &str, tls: bool) -> Result<String> {
     Ok(format!("{scheme}://{}:{port}", parsed.host()))
 }
 
-fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
+/// How to reach one member: tonic's endpoint with the client's settings and, for a `unix://`
+/// member, the socket to dial instead of the endpoint's (placeholder) host.
+#[derive(Debug, Clone)]
+struct Dial {
+    ep: Endpoint,
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Dial {
+    async fn connect(&self) -> std::result::Result<Channel, tonic::transport::Error> {
+        match &self.socket {
+            None => self.ep.connect().await,
+            Some(path) => self.ep.connect_with_connector(unix_connector(path.clone())).await,
+        }
+    }
+
+    fn connect_lazy(&self) -> Channel {
+        match &self.socket {
+            None => self.ep.connect_lazy(),
+            Some(path) => self.ep.connect_with_connector_lazy(unix_connector(path.clone())),
+        }
+    }
+}
+
+/// Dials the unix socket at `path`, whatever URI tonic asks for.
+#[cfg(unix)]
+fn unix_connector(
+    path: std::path::PathBuf,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<hyper_util::rt::TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let path = path.clone();
+        async move { Ok(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    })
+}
+
+/// Elsewhere there are no unix sockets (`endpoint` refuses `unix://` before any dial).
+#[cfg(not(unix))]
+fn unix_connector(
+    _: std::path::PathBuf,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    Error = std::io::Error,
+    Future = std::future::Ready<std::io::Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>>>,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|_: http::Uri| std::future::ready(Err(std::io::ErrorKind::Unsupported.into())))
+}
+
+/// tonic's endpoint for `url` (a normalized URL), with the client's timeouts, keep-alive and TLS.
+fn endpoint(url: &str, options: &ClientOptions) -> Result<Dial> {
     let invalid = |reason: String| Error::InvalidEndpoint { endpoint: url.to_owned(), reason };
-    let mut ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| invalid(chain(&e)))?
+    if let Some(path) = url.strip_prefix("unix://") {
+        if !cfg!(unix) {
+            return Err(invalid("unix sockets need a unix platform".to_owned()));
+        }
+        // The authority only names the connection (`:authority`); the connector dials the socket.
+        let ep = settings(Endpoint::from_static("http://localhost"), options);
+        return Ok(Dial { ep, socket: Some(path.into()) });
+    }
+    let mut ep = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(chain(&e)))?;
+    ep = settings(ep, options);
+    if url.starts_with("https://") {
+        ep = with_tls(ep, options.tls.clone().unwrap_or_default())?;
+    }
+    Ok(Dial { ep, socket: None })
+}
+
+/// `ep` with the client's connect timeout, keep-alive and `TCP_NODELAY`.
+fn settings(ep: Endpoint, options: &ClientOptions) -> Endpoint {
+    let ep = ep
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .keep_alive_timeout(options.keep_alive_timeout)
         .keep_alive_while_idle(true);
-    if let Some(interval) = options.keep_alive_interval {
-        ep = ep.http2_keep_alive_interval(interval);
+    match options.keep_alive_interval {
+        Some(interval) => ep.http2_keep_alive_interval(interval),
+        None => ep,
     }
-    if url.starts_with("https://") {
-        ep = with_tls(ep, options.tls.clone().unwrap_or_default())?;
-    }
-    Ok(ep)
 }
 
 /// `ep` speaking TLS with these settings.
@@ -401,11 +528,25 @@ mod tests {
             ("HTTPS://a.example:1", false, "https://a.example:1"),
             ("[::1]:2379", true, "https://[::1]:2379"),
             (" etcd:2379 ", false, "http://etcd:2379"),
+            ("unix:///run/etcd.sock", true, "unix:///run/etcd.sock"),
+            ("UNIX://localhost:2379", false, "unix://localhost:2379"),
+            ("unix:relative.sock", false, "unix://relative.sock"),
         ];
         for (input, tls, want) in ok {
             assert_eq!(normalize(input, tls).ok().as_deref(), Some(want), "{input}");
         }
-        for bad in ["", "   ", "unix:///tmp/sock", "http://", "host:notaport", "a b:1", "http://h:1/path", "h:0"] {
+        for bad in [
+            "",
+            "   ",
+            "unix://",
+            "unix:",
+            "unixs:///tmp/sock",
+            "http://",
+            "host:notaport",
+            "a b:1",
+            "http://h:1/path",
+            "h:0",
+        ] {
             assert!(matches!(normalize(bad, false), Err(Error::InvalidEndpoint { .. })), "{bad:?} accepted");
         }
     }

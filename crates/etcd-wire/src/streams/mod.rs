@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -73,6 +74,10 @@ pub(crate) struct Link<Req, Resp> {
     member: Arc<Member>,
     /// The token generation the stream was opened with.
     generation: u64,
+    /// Resolves when the stream must move: its member left the list, or the credentials changed.
+    moved: futures::future::BoxFuture<'static, ()>,
+    /// Whether it did (so its end is no fault of the member's).
+    was_moved: bool,
 }
 
 impl<Req, Resp> Link<Req, Resp> {
@@ -155,14 +160,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Supervisor<Req, Resp> {
         tracing::debug!(stream = self.name, endpoint = %member.url, "opening the stream");
         let opening = call(member.channel.clone(), request);
         let answers = futures::stream::once(async move { opening.await.map(|r| r.into_inner()) }).try_flatten().boxed();
-        self.link = Some(Link { answers, tx, member, generation: meta.generation });
+        let moved = futures::future::select(Box::pin(member.retired()), Box::pin(core.credentials_changed()));
+        let moved = async move { drop(moved.await) }.boxed();
+        self.link = Some(Link { answers, tx, member, generation: meta.generation, moved, was_moved: false });
         true
     }
 
     /// The next answer on the stream (`None` when it ended; pending forever without a stream).
+    /// When the stream must move (its member left the client's list, or the credentials
+    /// changed), an `Unavailable` saying so: the task fails the stream as usual, and the next
+    /// opens at once, on a member in the list, with the current token.
     pub(crate) async fn next(&mut self) -> Option<Result<Resp, Status>> {
         match &mut self.link {
-            Some(link) => link.answers.next().await,
+            Some(link) => tokio::select! {
+                biased;
+                answer = link.answers.next() => answer,
+                () = &mut link.moved => {
+                    link.was_moved = true;
+                    Some(Err(Status::unavailable("the client's endpoints or credentials changed; moving the stream")))
+                }
+            },
             None => std::future::pending().await,
         }
     }
@@ -178,6 +195,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Supervisor<Req, Resp> {
     pub(crate) fn fail(&mut self, why: &str, token_rejected: bool) -> bool {
         let Some(link) = self.link.take() else { return false };
         let Some(core) = self.core.upgrade() else { return true };
+        if link.was_moved {
+            self.retry_at = Instant::now();
+            tracing::debug!(stream = self.name, endpoint = %link.member.url, "stream moved");
+            return true;
+        }
         self.failures = self.failures.saturating_add(1);
         if token_rejected {
             self.refresh = Some(link.generation);
@@ -200,7 +222,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> Supervisor<Req, Resp> {
     pub(crate) fn open_for_test(&mut self) -> mpsc::UnboundedReceiver<Req> {
         let (tx, rx) = mpsc::unbounded_channel();
         let member = crate::transport::test_member();
-        self.link = Some(Link { answers: futures::stream::empty().boxed(), tx, member, generation: 0 });
+        let moved = std::future::pending().boxed();
+        self.link = Some(Link {
+            answers: futures::stream::empty().boxed(),
+            tx,
+            member,
+            generation: 0,
+            moved,
+            was_moved: false,
+        });
         rx
     }
 }

@@ -441,7 +441,7 @@ impl Task {
             }
             return;
         }
-        let with_creds = self.stream.core().is_some_and(|core| core.options.credentials.is_some());
+        let with_creds = self.stream.core().is_some_and(|core| core.has_credentials());
         let Some(slot) = self.slots.get_mut(&id) else { return };
         if r.canceled {
             let reason = r.cancel_reason;
