@@ -1,5 +1,5 @@
 //! The typed Maintenance API against real etcd: status (of the balancer's pick, of one endpoint,
-//! of all), alarms, defragmentation, KV hashes, snapshots, leadership transfer; and learner
+//! of all), alarms, defragmentation, KV and backend hashes, snapshots, leadership transfer; and learner
 //! membership (add as learner, remove) through the Cluster API.
 
 use std::time::Duration;
@@ -164,5 +164,27 @@ async fn learner_can_be_added_and_removed() -> Result<()> {
     let removed = client.member_remove(learner.id).await?;
     assert_eq!(removed.members.len(), 1);
     assert!(client.member_list(true).await?.members.iter().all(|m| !m.is_learner));
+    Ok(())
+}
+
+#[tokio::test]
+async fn hash_covers_the_whole_backend() -> Result<()> {
+    let etcd = single()?;
+    let client = connect(etcd.endpoints()).await?;
+    client.put("k", "v", PutOptions::new()).await?;
+
+    let before = client.hash().await?;
+    let kv_before = client.hash_kv(0).await?;
+    assert!(before.header.member_id != 0 && before.header.revision >= 2, "{before:?}");
+
+    // A lease lives outside the key-value history: the backend hash sees it, the KV hash does not.
+    client.lease_grant(60, None).await?;
+    let after = client.hash_of(&etcd.endpoints()[0]).await?;
+    assert_eq!(after.header.member_id, before.header.member_id);
+    assert_ne!(after.hash, before.hash, "the lease bucket changed");
+    assert_eq!(client.hash_kv(0).await?.hash, kv_before.hash, "no key changed");
+
+    client.put("k", "w", PutOptions::new()).await?;
+    assert_ne!(client.hash().await?.hash, after.hash, "a write changes the backend too");
     Ok(())
 }

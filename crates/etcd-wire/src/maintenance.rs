@@ -1,5 +1,5 @@
-//! Maintenance: member status, alarms, defragmentation, KV hashes, snapshots and leadership
-//! transfer.
+//! Maintenance: member status, alarms, defragmentation, KV and backend hashes, snapshots and
+//! leadership transfer.
 //!
 //! Most maintenance questions are about one particular member (its database size, its hash, its
 //! snapshot), so every such call comes in two forms: the plain one asks whichever member the
@@ -160,6 +160,17 @@ pub struct HashKvResponse {
     /// The revision the hash covers (the current revision when 0 was asked for). 0 from
     /// servers older than 3.5.
     pub hash_revision: i64,
+}
+
+/// Answer to [`Client::hash`]: a hash of one member's whole backend (every bucket: keys, leases,
+/// auth, membership, ...), for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HashResponse {
+    /// Response header; `member_id` is the member that computed the hash.
+    pub header: ResponseHeader,
+    /// The hash of the member's backend database.
+    pub hash: u32,
 }
 
 /// A database snapshot arriving from a member, as a stream of byte chunks: write them, in order,
@@ -349,6 +360,32 @@ impl Client {
             })
             .await?;
         Ok(hash_kv_response(r))
+    }
+
+    /// The hash of the whole backend of the member the balancer picks (every bucket, not only
+    /// the keys); see [`Client::hash_of`] to choose the member.
+    ///
+    /// **For testing only**, as etcd says: the server hashes without holding the store's locks,
+    /// so a hash taken while writes go on is meaningless, and buckets other than the keys (lease
+    /// expiries, the member's own metadata) may differ between members that agree on every key.
+    /// To check that members agree on the data, use [`Client::hash_kv`].
+    pub async fn hash(&self) -> Result<HashResponse> {
+        let r = self
+            .call(Call::read("Hash"), |ch, meta| async move {
+                stub::maintenance(ch).hash(meta.request(pb::HashRequest {})).await
+            })
+            .await?;
+        Ok(HashResponse { header: ResponseHeader::from_pb(r.header), hash: r.hash })
+    }
+
+    /// [`Client::hash`] of the member at `endpoint`. For testing only (see there).
+    pub async fn hash_of(&self, endpoint: &str) -> Result<HashResponse> {
+        let r = self
+            .on_endpoint(endpoint, Call::read("Hash"), |ch, meta| async move {
+                stub::maintenance(ch).hash(meta.request(pb::HashRequest {})).await
+            })
+            .await?;
+        Ok(HashResponse { header: ResponseHeader::from_pb(r.header), hash: r.hash })
     }
 
     /// Streams a snapshot of the backend database of the member the balancer picks. Returns once
