@@ -164,8 +164,9 @@ pub enum Error {
         status: Box<Status>,
     },
     /// The server does not implement the call: an RPC newer than the server (gRPC code
-    /// `Unimplemented`): `AuthStatus` needs etcd 3.5, and a 3.4 server answers it with this.
-    /// Nothing was done.
+    /// `Unimplemented`). `RangeStream` ([`Client::get_stream`](crate::Client::get_stream)) needs
+    /// etcd 3.7; `Downgrade` ([`Client::downgrade`](crate::Client::downgrade)) and `AuthStatus`
+    /// need 3.5. An older server answers them with this, and nothing was done.
     #[error("not supported by this etcd server: {what}")]
     Unsupported {
         /// What the server does not know: gRPC's full method name, such as

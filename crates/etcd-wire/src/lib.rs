@@ -70,7 +70,9 @@ pub use client::Client;
 pub use cluster::{MemberInfo, MembersResponse};
 pub use election::{LeaderKey, ObserveStream};
 pub use error::{Error, Result};
-pub use kv::{DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse, SortOrder, SortTarget};
+pub use kv::{
+    DeleteOptions, DeleteResponse, GetOptions, GetResponse, GetStream, PutOptions, PutResponse, SortOrder, SortTarget,
+};
 pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrantResponse, LeaseTimeToLive};
 pub use lock::LockResponse;
 pub use maintenance::{
