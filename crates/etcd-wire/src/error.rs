@@ -179,7 +179,7 @@ pub enum Error {
     /// A downgrade to a version the cluster cannot go to: etcd allows exactly one minor version
     /// below the cluster version (3.4 for a 3.5 cluster), and refuses any other, or a version it
     /// cannot read.
-    #[error("invalid downgrade target version: {}", .status.message().trim_start_matches("etcdserver: "))]
+    #[error("etcd refused the downgrade target: {}", .status.message().trim_start_matches("etcdserver: "))]
     InvalidDowngradeTarget {
         /// The server's status.
         #[source]
