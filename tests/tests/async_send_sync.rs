@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
 use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, Session};
-use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, Txn, WatchOptions};
+use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
 fn send_sync<T: Send + Sync>() {}
@@ -22,6 +22,13 @@ fn wire_futures(c: &Client) {
     send(c.campaign("n", 1, "v"));
     send(c.member_list(false));
     send(c.status());
+    send(c.hash());
+    send(c.downgrade(DowngradeAction::Validate, "3.4"));
+    send(c.get_stream("k", GetOptions::new()));
+}
+
+fn wire_stream_futures(s: GetStream) {
+    send(s.merge());
 }
 
 fn recipe_futures(s: &Session, m: &Mutex, e: &Election, l: &dyn DistributedLock, g: LockGuard, lead: Leadership) {

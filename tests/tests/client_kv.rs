@@ -1,6 +1,7 @@
 //! The typed client's KV and Txn calls against real etcd: options, typed responses, typed errors.
 
 use anyhow::Result;
+use etcd_tests::requests_started;
 use etcd_tests::single;
 use etcd_wire::{
     Client, ClientOptions, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder, SortTarget,
@@ -242,5 +243,42 @@ async fn abandoned_read_only_txns_never_crash_the_server() -> Result<()> {
     let log = etcd.log_tail(0, 5);
     assert!(after.is_ok(), "the member stopped serving: {after:?}\n{log}");
     assert_eq!(after?.gets().next().map(|g| g.count), Some(500));
+    Ok(())
+}
+
+/// RangeStream is etcd 3.7's: the servers tested here (3.5.1, 3.4.23) answer gRPC `Unimplemented`,
+/// which comes back as `Error::Unsupported`, for a plain client and a namespaced one alike, while
+/// the same read through `get` works. Bad input fails on the client, before any RPC.
+#[tokio::test]
+async fn get_stream_is_unsupported_before_etcd_3_7() -> Result<()> {
+    let etcd = single()?;
+    let url = etcd.endpoints()[0].clone();
+    let c = connect(&etcd).await?;
+    let app = c.with_namespace("app/");
+    for k in ["a", "b", "c"] {
+        app.put(k, "v", PutOptions::new()).await?;
+    }
+
+    let sent = requests_started(&url, &["Range", "RangeStream"])?;
+    let r = c.get_stream("", GetOptions::new()).await;
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })), "an empty key: {r:?}");
+    let r = c.get_stream("k", GetOptions::new().with_limit(-1)).await;
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+    assert_eq!(requests_started(&url, &["Range", "RangeStream"])?, sent);
+
+    for (who, client) in [("plain", &c), ("namespaced", &app)] {
+        let r = client.get_stream("", GetOptions::new().with_prefix()).await;
+        match &r {
+            Err(e @ Error::Unsupported { what, status }) => {
+                assert_eq!(what, "etcdserverpb.KV/RangeStream", "{who}");
+                assert_eq!(status.code(), tonic::Code::Unimplemented);
+                assert!(!e.is_unavailable() && !e.is_indeterminate(), "{who}: {e:?}");
+                assert!(e.to_string().contains("RangeStream"), "{e}");
+            }
+            other => panic!("{who}: etcd {} answered {other:?}", etcd.version()),
+        }
+    }
+    let all = app.get("", GetOptions::new().with_prefix()).await?;
+    assert_eq!((all.count, all.kvs[0].key_str().as_ref()), (3, "a"), "get reads what get_stream could not");
     Ok(())
 }

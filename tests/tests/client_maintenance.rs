@@ -1,12 +1,14 @@
 //! The typed Maintenance API against real etcd: status (of the balancer's pick, of one endpoint,
-//! of all), alarms, defragmentation, KV hashes, snapshots, leadership transfer; and learner
-//! membership (add as learner, remove) through the Cluster API.
+//! of all), alarms, defragmentation, KV and backend hashes, snapshots, leadership transfer; and learner
+//! membership (add as learner, remove) through the Cluster API; downgrade validation, enabling and
+//! cancelling, as etcd 3.5.1 really answers them (3.4.23 has no Downgrade).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use etcd_tests::{eventually, single, three};
-use etcd_wire::{Client, ClientOptions, Error, PutOptions};
+use etcd_harness::EtcdVersion;
+use etcd_tests::{eventually, requests_started, single, three};
+use etcd_wire::{Client, ClientOptions, DowngradeAction, Error, PutOptions};
 use futures::StreamExt;
 
 async fn connect(endpoints: Vec<String>) -> Result<Client> {
@@ -164,5 +166,111 @@ async fn learner_can_be_added_and_removed() -> Result<()> {
     let removed = client.member_remove(learner.id).await?;
     assert_eq!(removed.members.len(), 1);
     assert!(client.member_list(true).await?.members.iter().all(|m| !m.is_learner));
+    Ok(())
+}
+
+#[tokio::test]
+async fn hash_covers_the_whole_backend() -> Result<()> {
+    let etcd = single()?;
+    let client = connect(etcd.endpoints()).await?;
+    client.put("k", "v", PutOptions::new()).await?;
+
+    let before = client.hash().await?;
+    let kv_before = client.hash_kv(0).await?;
+    assert!(before.header.member_id != 0 && before.header.revision >= 2, "{before:?}");
+
+    // A lease lives outside the key-value history: the backend hash sees it, the KV hash does not.
+    client.lease_grant(60, None).await?;
+    let after = client.hash_of(&etcd.endpoints()[0]).await?;
+    assert_eq!(after.header.member_id, before.header.member_id);
+    assert_ne!(after.hash, before.hash, "the lease bucket changed");
+    assert_eq!(client.hash_kv(0).await?.hash, kv_before.hash, "no key changed");
+
+    client.put("k", "w", PutOptions::new()).await?;
+    assert_ne!(client.hash().await?.hash, after.hash, "a write changes the backend too");
+    Ok(())
+}
+
+/// Whether `r` is etcd 3.4's answer to the Downgrade RPC it does not have.
+fn no_downgrade_rpc<T: std::fmt::Debug>(r: &etcd_wire::Result<T>) -> bool {
+    matches!(r, Err(Error::Unsupported { what, .. }) if what == "etcdserverpb.Maintenance/Downgrade")
+}
+
+#[tokio::test]
+async fn downgrade_validates_and_refuses_as_etcd_does() -> Result<()> {
+    let etcd = single()?;
+    let url = etcd.endpoints()[0].clone();
+    let client = connect(etcd.endpoints()).await?;
+
+    // Malformed versions never reach the server.
+    let sent = requests_started(&url, &["Downgrade"])?;
+    for bad in ["", "3", "v3.4.0", "3.4.0.1", "three.four", "3.4-rc"] {
+        let r = client.downgrade(DowngradeAction::Validate, bad).await;
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{bad:?}: {r:?}");
+    }
+    let r = client.downgrade(DowngradeAction::Enable, "latest").await;
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+    assert_eq!(requests_started(&url, &["Downgrade"])?, sent, "no Downgrade RPC was sent");
+
+    if etcd.version() == EtcdVersion::V3_4_23 {
+        for action in [DowngradeAction::Validate, DowngradeAction::Enable, DowngradeAction::Cancel] {
+            let r = client.downgrade(action, "3.3").await;
+            assert!(no_downgrade_rpc(&r), "{action:?} on 3.4: {r:?}");
+        }
+        return Ok(());
+    }
+
+    // etcd 3.5.1: one minor version down is fine, with or without a patch; the answer is the
+    // cluster version.
+    for target in ["3.4", "3.4.0", "3.4.23"] {
+        let ok = client.downgrade(DowngradeAction::Validate, target).await?;
+        assert_eq!(ok.version, "3.5.0", "{target}: {ok:?}");
+        assert!(ok.header.member_id != 0);
+    }
+    // The same version, a newer one, or two minors down are refused.
+    for target in ["3.5", "3.5.1", "3.6.0", "3.3", "2.3"] {
+        let r = client.downgrade(DowngradeAction::Validate, target).await;
+        assert!(matches!(r, Err(Error::InvalidDowngradeTarget { .. })), "{target}: {r:?}");
+    }
+    let r = client.downgrade(DowngradeAction::Enable, "3.3").await;
+    assert!(matches!(r, Err(Error::InvalidDowngradeTarget { .. })), "{r:?}");
+    // Nothing to cancel.
+    let r = client.downgrade(DowngradeAction::Cancel, "").await;
+    assert!(matches!(r, Err(Error::NoDowngradeInProgress { .. })), "{r:?}");
+    assert_eq!(r.map_err(|e| e.status().map(|s| s.code())).err(), Some(Some(tonic::Code::FailedPrecondition)));
+    Ok(())
+}
+
+/// etcd 3.5.1 applies an Enable or a Cancel but never answers it: after its own request timeout
+/// (about 7 s) it says "request timed out", an indeterminate error; Validate shows what happened.
+#[tokio::test]
+async fn downgrade_enable_then_cancel() -> Result<()> {
+    let etcd = single()?;
+    let client = connect(etcd.endpoints()).await?;
+    if etcd.version() == EtcdVersion::V3_4_23 {
+        let r = client.downgrade(DowngradeAction::Enable, "3.3").await;
+        assert!(no_downgrade_rpc(&r), "{r:?}");
+        return Ok(());
+    }
+    let timed_out = |r: &etcd_wire::Result<_>| match r {
+        Err(e @ Error::Unavailable { status }) => {
+            status.message().contains("request timed out") && e.is_indeterminate()
+        }
+        _ => false,
+    };
+
+    let r = client.downgrade(DowngradeAction::Enable, "3.4").await;
+    assert!(timed_out(&r), "etcd 3.5.1 answers an enable with a timeout: {r:?}");
+    let r = client.downgrade(DowngradeAction::Validate, "3.4").await;
+    assert!(matches!(r, Err(Error::DowngradeInProgress { .. })), "the enable was applied: {r:?}");
+    let r = client.downgrade(DowngradeAction::Enable, "3.4").await;
+    assert!(matches!(r, Err(Error::DowngradeInProgress { .. })), "{r:?}");
+    client.put("k", "v", PutOptions::new()).await?;
+
+    let r = client.downgrade(DowngradeAction::Cancel, "").await;
+    assert!(timed_out(&r), "etcd 3.5.1 answers a cancel with a timeout: {r:?}");
+    let r = client.downgrade(DowngradeAction::Cancel, "").await;
+    assert!(matches!(r, Err(Error::NoDowngradeInProgress { .. })), "the cancel was applied: {r:?}");
+    assert_eq!(client.downgrade(DowngradeAction::Validate, "3.4").await?.version, "3.5.0");
     Ok(())
 }

@@ -191,7 +191,7 @@ impl Client {
     }
 
     /// Whether authentication is on, and the auth store's revision. Needs etcd 3.5 or later:
-    /// 3.4 has no such RPC and answers with an [`Error::Server`] of code `Unimplemented`.
+    /// 3.4 has no such RPC and answers with [`Error::Unsupported`](crate::Error::Unsupported).
     pub async fn auth_status(&self) -> Result<AuthStatusResponse> {
         let r = self
             .call(Call::read("AuthStatus"), |ch, meta| async move {

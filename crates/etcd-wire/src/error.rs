@@ -163,6 +163,43 @@ pub enum Error {
         #[source]
         status: Box<Status>,
     },
+    /// The server does not implement the call: an RPC newer than the server (gRPC code
+    /// `Unimplemented`). `RangeStream` ([`Client::get_stream`](crate::Client::get_stream)) needs
+    /// etcd 3.7; `Downgrade` ([`Client::downgrade`](crate::Client::downgrade)) and `AuthStatus`
+    /// need 3.5. An older server answers them with this, and nothing was done.
+    #[error("not supported by this etcd server: {what}")]
+    Unsupported {
+        /// What the server does not know: gRPC's full method name, such as
+        /// `etcdserverpb.KV/RangeStream`, when its answer names one; else its words.
+        what: String,
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// A downgrade to a version the cluster cannot go to: etcd allows exactly one minor version
+    /// below the cluster version (3.4 for a 3.5 cluster), and refuses any other, or a version it
+    /// cannot read.
+    #[error("etcd refused the downgrade target: {}", .status.message().trim_start_matches("etcdserver: "))]
+    InvalidDowngradeTarget {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// A downgrade is already in progress (enabled and not cancelled): validating or enabling
+    /// another is refused.
+    #[error("the cluster has a downgrade in progress")]
+    DowngradeInProgress {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
+    /// There is no downgrade in progress to cancel.
+    #[error("no downgrade in progress")]
+    NoDowngradeInProgress {
+        /// The server's status.
+        #[source]
+        status: Box<Status>,
+    },
     /// The server canceled a watch for a reason other than compaction.
     #[error("watch canceled by the server: {reason}")]
     WatchCanceled {
@@ -204,6 +241,10 @@ impl Error {
             | Error::NoLeader { status }
             | Error::KeyNotFound { status }
             | Error::NotLeader { status, .. }
+            | Error::Unsupported { status, .. }
+            | Error::InvalidDowngradeTarget { status }
+            | Error::DowngradeInProgress { status }
+            | Error::NoDowngradeInProgress { status }
             | Error::Server { status } => Some(status),
             Error::Compacted { status, .. } | Error::LeaseNotFound { status } => status.as_deref(),
             _ => None,
@@ -244,6 +285,10 @@ impl From<Status> for Error {
             };
             return Error::Unavailable { status: Box::new(Status::unavailable(cause)) };
         }
+        if status.code() == Code::Unimplemented {
+            let what = unimplemented_what(status.message());
+            return Error::Unsupported { what, status: Box::new(status) };
+        }
         let msg = status.message().to_owned();
         let has = |s: &str| msg.contains(s);
         let status = Box::new(status);
@@ -276,11 +321,31 @@ impl From<Status> for Error {
         } else if has("election: not leader") || has("election: no leader") {
             let reason = msg.trim_start_matches("election: ").to_owned();
             Error::NotLeader { reason, status }
+        } else if has("invalid downgrade target version") || has("wrong downgrade target version format") {
+            Error::InvalidDowngradeTarget { status }
+        } else if has("cluster has a downgrade job in progress") {
+            Error::DowngradeInProgress { status }
+        } else if has("no inflight downgrade job") {
+            Error::NoDowngradeInProgress { status }
         } else if status.code() == Code::Unavailable {
             Error::Unavailable { status }
         } else {
             Error::Server { status }
         }
+    }
+}
+
+/// What an `Unimplemented` answer says the server lacks: grpc-go answers "unknown method M for
+/// service S" (→ `S/M`) or "unknown service S" (→ `S`); anything else is kept as it is.
+fn unimplemented_what(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown method ")
+        && let Some((method, service)) = rest.split_once(" for service ")
+    {
+        return format!("{service}/{method}");
+    }
+    match message.strip_prefix("unknown service ") {
+        Some(service) => service.to_owned(),
+        None => message.to_owned(),
     }
 }
 
@@ -347,6 +412,11 @@ mod tests {
             (Code::Unavailable, "etcdserver: no leader", "NoLeader"),
             (Code::InvalidArgument, "etcdserver: key not found", "KeyNotFound"),
             (Code::Unknown, "election: not leader", "NotLeader"),
+            (Code::Unimplemented, "unknown method RangeStream for service etcdserverpb.KV", "Unsupported"),
+            (Code::InvalidArgument, "etcdserver: invalid downgrade target version", "InvalidDowngradeTarget"),
+            (Code::InvalidArgument, "etcdserver: wrong downgrade target version format", "InvalidDowngradeTarget"),
+            (Code::FailedPrecondition, "etcdserver: cluster has a downgrade job in progress", "DowngradeInProgress"),
+            (Code::FailedPrecondition, "etcdserver: no inflight downgrade job", "NoDowngradeInProgress"),
             (Code::Unavailable, "transport error", "Unavailable"),
             (Code::Internal, "something else", "Server"),
         ];
@@ -362,6 +432,20 @@ mod tests {
     fn other_server_errors_say_etcd_once() {
         let err = Error::from(Status::internal("etcdserver: something new"));
         assert_eq!(err.to_string(), "etcd: something new");
+    }
+
+    #[test]
+    fn unimplemented_names_what_the_server_lacks() {
+        let what = |msg: &str| match Error::from(Status::unimplemented(msg)) {
+            Error::Unsupported { what, .. } => what,
+            other => panic!("{msg:?} mapped to {other:?}"),
+        };
+        assert_eq!(what("unknown method RangeStream for service etcdserverpb.KV"), "etcdserverpb.KV/RangeStream");
+        assert_eq!(what("unknown service v3lockpb.Lock"), "v3lockpb.Lock");
+        assert_eq!(what("something else"), "something else");
+        let err = Error::from(Status::unimplemented("unknown method Downgrade for service etcdserverpb.Maintenance"));
+        assert_eq!(err.to_string(), "not supported by this etcd server: etcdserverpb.Maintenance/Downgrade");
+        assert!(!err.is_unavailable() && !err.is_indeterminate(), "nothing was done");
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! Key-value calls: [`Client::get`], [`Client::put`], [`Client::delete`], [`Client::compact`], with
-//! typed options and responses.
+//! Key-value calls: [`Client::get`], [`Client::get_stream`], [`Client::put`], [`Client::delete`],
+//! [`Client::compact`], with typed options and responses.
 //!
 //! Keys and values are [`Bytes`]; anything `Into<Bytes>` (`&'static str`, `String`, `Vec<u8>`) is
 //! accepted without a copy.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -322,6 +326,133 @@ impl DeleteResponse {
     }
 }
 
+/// A [`Client::get`] answered in chunks, from [`Client::get_stream`] (etcd's `RangeStream`): a
+/// [`Stream`] of the key-values, a chunk at a time, in the order `get` would list them. Ends after
+/// the last chunk; then [`summary`](Self::summary) holds the header, `count` and `more`, which
+/// etcd sends only at the end. [`merge`](Self::merge) reads it all into one [`GetResponse`].
+///
+/// ```no_run
+/// # async fn demo(client: etcd_wire::Client) -> etcd_wire::Result<()> {
+/// use etcd_wire::{Error, GetOptions};
+/// use futures::StreamExt;
+///
+/// match client.get_stream("logs/", GetOptions::new().with_prefix()).await {
+///     Ok(mut chunks) => {
+///         while let Some(kvs) = chunks.next().await {
+///             for kv in kvs? {
+///                 println!("{}", kv.key_str());
+///             }
+///         }
+///         println!("{:?} keys", chunks.summary().map(|s| s.count));
+///     }
+///     // etcd before 3.7 has no RangeStream.
+///     Err(Error::Unsupported { .. }) => {
+///         let all = client.get("logs/", GetOptions::new().with_prefix()).await?;
+///         println!("{} keys", all.count);
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
+pub struct GetStream {
+    inner: tonic::Streaming<pb::RangeStreamResponse>,
+    chunks: Chunks,
+    /// `Some(true)` once the stream ended cleanly, `Some(false)` after an error.
+    ended: Option<bool>,
+}
+
+impl std::fmt::Debug for GetStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetStream").field("chunks", &self.chunks).field("ended", &self.ended).finish()
+    }
+}
+
+impl GetStream {
+    /// Once the stream has ended without an error: the header, `count` and `more` of the whole
+    /// read, as [`Client::get`] would report them (its `kvs` are empty: they came as chunks).
+    /// `None` before the end, and after an error.
+    pub fn summary(&self) -> Option<&GetResponse> {
+        (self.ended == Some(true)).then_some(&self.chunks.summary)
+    }
+
+    /// Reads the rest of the stream into one [`GetResponse`], the answer [`Client::get`] would
+    /// have given (its `kvs` are the ones not already taken from the stream).
+    pub async fn merge(mut self) -> Result<GetResponse> {
+        let mut kvs = Vec::new();
+        while let Some(chunk) = self.next().await {
+            kvs.extend(chunk?);
+        }
+        Ok(GetResponse { kvs, ..self.chunks.summary })
+    }
+}
+
+impl Stream for GetStream {
+    type Item = Result<Vec<KeyValue>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended.is_some() {
+                return Poll::Ready(None);
+            }
+            match futures::ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(msg)) => {
+                    let kvs = this.chunks.take(msg);
+                    if !kvs.is_empty() {
+                        return Poll::Ready(Some(Ok(kvs)));
+                    }
+                }
+                Some(Err(status)) => {
+                    this.ended = Some(false);
+                    return Poll::Ready(Some(Err(status.into())));
+                }
+                None => {
+                    this.ended = Some(true);
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+/// The chunks of a `RangeStream` so far: each chunk's key-values go out as they come; the rest is
+/// merged as protobuf's `Merge` would (etcd's contract: merging every chunk gives the `Range`
+/// answer), and etcd fills it only in the last chunk.
+#[derive(Debug)]
+struct Chunks {
+    ns: Namespace,
+    /// The merged header, `count` and `more`; `kvs` stays empty.
+    summary: GetResponse,
+}
+
+impl Chunks {
+    fn new(ns: Namespace) -> Self {
+        Chunks { ns, summary: GetResponse::default() }
+    }
+
+    /// Merges one chunk and returns its key-values, namespace stripped.
+    fn take(&mut self, msg: pb::RangeStreamResponse) -> Vec<KeyValue> {
+        let Some(r) = msg.range_response else { return Vec::new() };
+        let s = &mut self.summary;
+        if let Some(h) = r.header {
+            // Field by field, a set (non-zero) field replacing the one before.
+            let h = ResponseHeader::from_pb(Some(h));
+            let pick = |new: u64, old: u64| if new != 0 { new } else { old };
+            s.header.cluster_id = pick(h.cluster_id, s.header.cluster_id);
+            s.header.member_id = pick(h.member_id, s.header.member_id);
+            s.header.raft_term = pick(h.raft_term, s.header.raft_term);
+            if h.revision != 0 {
+                s.header.revision = h.revision;
+            }
+        }
+        s.more |= r.more;
+        if r.count != 0 {
+            s.count = r.count;
+        }
+        r.kvs.into_iter().map(|kv| KeyValue::from_pb(kv, &self.ns)).collect()
+    }
+}
+
 impl Client {
     /// Reads a key, or a range of keys with [`GetOptions`] (`None` for a plain get of one key).
     /// Read-only: retried on `Unavailable`.
@@ -334,6 +465,25 @@ impl Client {
             })
             .await?;
         Ok(GetResponse::from_pb(resp, &self.ns))
+    }
+
+    /// [`Client::get`], answered as a stream of chunks (etcd's `RangeStream`): neither side holds
+    /// a large range in memory at once. Same options, same namespace handling, same answer once
+    /// [merged](GetStream::merge). Read-only: opening it is retried on `Unavailable`. Returns once
+    /// the member has accepted the request; the chunks are not bound by the request timeout
+    /// ([`Client::with_timeout`] gives the whole read a deadline).
+    ///
+    /// Needs etcd 3.7 or later: older servers (3.6 and before) answer [`Error::Unsupported`],
+    /// and [`Client::get`] is the way to read there.
+    pub async fn get_stream(&self, key: impl Into<Bytes>, options: impl Into<Option<GetOptions>>) -> Result<GetStream> {
+        let req = options.into().unwrap_or_default().to_pb(key.into(), &self.ns)?;
+        let inner = self
+            .call(Call::read("RangeStream").timeout(None), |ch, meta| {
+                let req = req.clone();
+                async move { stub::kv(ch).range_stream(meta.request(req)).await }
+            })
+            .await?;
+        Ok(GetStream { inner, chunks: Chunks::new(self.ns.clone()), ended: None })
     }
 
     /// Writes `value` at `key` (with [`PutOptions`], or `None`). Retried only when the request
@@ -422,6 +572,69 @@ mod tests {
         assert!(PutOptions::new().with_ignore_value().to_pb("k".into(), "v".into(), &ns).is_err());
         assert!(DeleteOptions::new().to_pb(Bytes::new(), &ns).is_err());
         assert!(GetOptions::new().with_limit(-1).to_pb("k".into(), &ns).is_err());
+    }
+
+    fn kv(key: &'static str, rev: i64) -> crate::pb::mvccpb::KeyValue {
+        crate::pb::mvccpb::KeyValue {
+            key: Bytes::from_static(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            mod_revision: rev,
+            ..Default::default()
+        }
+    }
+
+    fn chunk(
+        kvs: Vec<crate::pb::mvccpb::KeyValue>,
+        header: Option<pb::ResponseHeader>,
+        more: bool,
+        count: i64,
+    ) -> pb::RangeStreamResponse {
+        pb::RangeStreamResponse { range_response: Some(pb::RangeResponse { header, kvs, more, count }) }
+    }
+
+    #[test]
+    fn stream_chunks_merge_into_the_range_answer() {
+        let ns = Namespace::default().join(b"app/");
+        let header = pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 9, raft_term: 3 };
+        // What etcd sends: disjoint slices of the keys, then header, count and more on the last.
+        let sent = [
+            chunk(vec![kv("app/a", 4), kv("app/b", 5)], None, false, 0),
+            pb::RangeStreamResponse { range_response: None },
+            chunk(vec![kv("app/c", 6)], None, false, 0),
+            chunk(vec![], Some(header), true, 7),
+        ];
+        let whole = pb::RangeResponse {
+            header: Some(header),
+            kvs: vec![kv("app/a", 4), kv("app/b", 5), kv("app/c", 6)],
+            more: true,
+            count: 7,
+        };
+        let mut chunks = Chunks::new(ns.clone());
+        let mut kvs = Vec::new();
+        let mut sizes = Vec::new();
+        for msg in sent {
+            let got = chunks.take(msg);
+            sizes.push(got.len());
+            kvs.extend(got);
+        }
+        assert_eq!(sizes, [2, 0, 1, 0]);
+        let merged = GetResponse { kvs, ..chunks.summary.clone() };
+        let want = GetResponse::from_pb(whole, &ns);
+        assert_eq!(merged.kvs, want.kvs);
+        assert_eq!((merged.header, merged.more, merged.count), (want.header, want.more, want.count));
+        assert_eq!(merged.kvs[0].key, "a", "the namespace is stripped");
+    }
+
+    #[test]
+    fn stream_headers_merge_field_by_field() {
+        let mut chunks = Chunks::new(Namespace::default());
+        let first = pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 5, raft_term: 0 };
+        let later = pb::ResponseHeader { cluster_id: 0, member_id: 0, revision: 0, raft_term: 4 };
+        chunks.take(chunk(vec![], Some(first), true, 3));
+        chunks.take(chunk(vec![], Some(later), false, 0));
+        let s = &chunks.summary;
+        assert_eq!((s.header.cluster_id, s.header.member_id, s.header.revision, s.header.raft_term), (1, 2, 5, 4));
+        assert_eq!((s.more, s.count), (true, 3), "unset fields keep what came before");
     }
 
     #[test]

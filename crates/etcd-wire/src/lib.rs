@@ -85,10 +85,15 @@ pub use client::Client;
 pub use cluster::{MemberInfo, MembersResponse};
 pub use election::{LeaderKey, ObserveStream};
 pub use error::{Error, Result};
-pub use kv::{DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse, SortOrder, SortTarget};
+pub use kv::{
+    DeleteOptions, DeleteResponse, GetOptions, GetResponse, GetStream, PutOptions, PutResponse, SortOrder, SortTarget,
+};
 pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrantResponse, LeaseTimeToLive};
 pub use lock::LockResponse;
-pub use maintenance::{Alarm, AlarmKind, AlarmResponse, HashKvResponse, SnapshotStream, StatusResponse};
+pub use maintenance::{
+    Alarm, AlarmKind, AlarmResponse, DowngradeAction, DowngradeResponse, HashKvResponse, HashResponse, SnapshotStream,
+    StatusResponse,
+};
 pub use options::{ClientOptions, Credentials, RetryPolicy, TlsOptions};
 pub use range::prefix_range_end;
 pub use rpc::MAX_RESPONSE_BYTES;

@@ -1,5 +1,5 @@
-//! Maintenance: member status, alarms, defragmentation, KV hashes, snapshots and leadership
-//! transfer.
+//! Maintenance: member status, alarms, defragmentation, KV and backend hashes, snapshots,
+//! leadership transfer and cluster downgrades.
 //!
 //! Most maintenance questions are about one particular member (its database size, its hash, its
 //! snapshot), so every such call comes in two forms: the plain one asks whichever member the
@@ -160,6 +160,53 @@ pub struct HashKvResponse {
     /// The revision the hash covers (the current revision when 0 was asked for). 0 from
     /// servers older than 3.5.
     pub hash_revision: i64,
+}
+
+/// Answer to [`Client::hash`]: a hash of one member's whole backend (every bucket: keys, leases,
+/// auth, membership, ...), for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HashResponse {
+    /// Response header; `member_id` is the member that computed the hash.
+    pub header: ResponseHeader,
+    /// The hash of the member's backend database.
+    pub hash: u32,
+}
+
+/// What a [`Client::downgrade`] asks of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DowngradeAction {
+    /// Checks, changing nothing, whether the cluster may downgrade to the target version: etcd
+    /// allows exactly one minor version below the cluster version (3.4 for a 3.5 cluster), and
+    /// no downgrade may be in progress.
+    Validate,
+    /// Starts a downgrade to the target version (validated as for [`Validate`](Self::Validate)):
+    /// members may then be replaced one by one with the older release.
+    Enable,
+    /// Cancels the downgrade in progress. The target version is not needed (pass `""`).
+    Cancel,
+}
+
+impl DowngradeAction {
+    fn to_pb(self) -> i32 {
+        use pb::downgrade_request::DowngradeAction as A;
+        match self {
+            DowngradeAction::Validate => A::Validate as i32,
+            DowngradeAction::Enable => A::Enable as i32,
+            DowngradeAction::Cancel => A::Cancel as i32,
+        }
+    }
+}
+
+/// Answer to [`Client::downgrade`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DowngradeResponse {
+    /// Response header.
+    pub header: ResponseHeader,
+    /// The cluster version (`MAJOR.MINOR.0`, e.g. `3.5.0`) when the server answered.
+    pub version: String,
 }
 
 /// A database snapshot arriving from a member, as a stream of byte chunks: write them, in order,
@@ -351,6 +398,32 @@ impl Client {
         Ok(hash_kv_response(r))
     }
 
+    /// The hash of the whole backend of the member the balancer picks (every bucket, not only
+    /// the keys); see [`Client::hash_of`] to choose the member.
+    ///
+    /// **For testing only**, as etcd says: the server hashes without holding the store's locks,
+    /// so a hash taken while writes go on is meaningless, and buckets other than the keys (lease
+    /// expiries, the member's own metadata) may differ between members that agree on every key.
+    /// To check that members agree on the data, use [`Client::hash_kv`].
+    pub async fn hash(&self) -> Result<HashResponse> {
+        let r = self
+            .call(Call::read("Hash"), |ch, meta| async move {
+                stub::maintenance(ch).hash(meta.request(pb::HashRequest {})).await
+            })
+            .await?;
+        Ok(HashResponse { header: ResponseHeader::from_pb(r.header), hash: r.hash })
+    }
+
+    /// [`Client::hash`] of the member at `endpoint`. For testing only (see there).
+    pub async fn hash_of(&self, endpoint: &str) -> Result<HashResponse> {
+        let r = self
+            .on_endpoint(endpoint, Call::read("Hash"), |ch, meta| async move {
+                stub::maintenance(ch).hash(meta.request(pb::HashRequest {})).await
+            })
+            .await?;
+        Ok(HashResponse { header: ResponseHeader::from_pb(r.header), hash: r.hash })
+    }
+
     /// Streams a snapshot of the backend database of the member the balancer picks. Returns once
     /// the member has accepted the request; the chunks follow on the stream, which is not bound by
     /// the request timeout.
@@ -404,6 +477,40 @@ impl Client {
         Ok(())
     }
 
+    /// Validates, starts or cancels a downgrade of the cluster version to `version`
+    /// (`MAJOR.MINOR` or `MAJOR.MINOR.PATCH`, e.g. `"3.4"`; only its major and minor count). Needs
+    /// etcd 3.5 or later: 3.4 answers [`Error::Unsupported`].
+    ///
+    /// A `version` that is not such a version fails with [`Error::InvalidArgument`] before any
+    /// RPC (for [`DowngradeAction::Cancel`], `""` is accepted and the version is ignored). The
+    /// server refuses, with:
+    /// - [`Error::InvalidDowngradeTarget`] a version other than one minor below the cluster
+    ///   version (the same, newer, or two below);
+    /// - [`Error::DowngradeInProgress`] a validate or enable while a downgrade is in progress;
+    /// - [`Error::NoDowngradeInProgress`] a cancel with none in progress.
+    ///
+    /// etcd 3.5 (3.5.1 at least) applies `Enable` and `Cancel` but never answers them: after its
+    /// own request timeout (about 7 s) it says `etcdserver: request timed out`, which comes back as
+    /// [`Error::Unavailable`] with [`Error::is_indeterminate`] set (etcd-io/etcd#15878). Such an
+    /// error does not mean it failed: ask with `Validate`, which answers
+    /// [`Error::DowngradeInProgress`] once a downgrade is enabled. `Validate` is a read (retried
+    /// like one); `Enable` and `Cancel` are writes, never sent twice.
+    pub async fn downgrade(&self, action: DowngradeAction, version: &str) -> Result<DowngradeResponse> {
+        check_downgrade_version(action, version)?;
+        let req = pb::DowngradeRequest { action: action.to_pb(), version: version.to_owned() };
+        let how = match action {
+            DowngradeAction::Validate => Call::read("Downgrade"),
+            DowngradeAction::Enable | DowngradeAction::Cancel => Call::write("Downgrade"),
+        };
+        let r = self
+            .call(how, |ch, meta| {
+                let req = req.clone();
+                async move { stub::maintenance(ch).downgrade(meta.request(req)).await }
+            })
+            .await?;
+        Ok(DowngradeResponse { header: ResponseHeader::from_pb(r.header), version: r.version })
+    }
+
     /// Runs one RPC on the member at `endpoint` under the client's policy, but with no
     /// balancing and no retry on another member (see [`Call::to`]).
     async fn on_endpoint<T, F, Fut>(&self, endpoint: &str, how: Call, send: F) -> Result<T>
@@ -420,6 +527,38 @@ impl Client {
 fn check_revision(revision: i64) -> Result<()> {
     if revision < 0 {
         return Err(Error::invalid("revision must not be negative"));
+    }
+    Ok(())
+}
+
+/// Checks a downgrade target the way etcd reads it (Go's `semver.NewVersion`, with `.0` added
+/// to a `MAJOR.MINOR`): `MAJOR.MINOR`, or `MAJOR.MINOR.PATCH` with an optional `-pre-release` and
+/// `+build`. `""` passes for a cancel, which ignores the version.
+fn check_downgrade_version(action: DowngradeAction, version: &str) -> Result<()> {
+    if action == DowngradeAction::Cancel && version.is_empty() {
+        return Ok(());
+    }
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
+    let identifiers =
+        |s: &str| s.split('.').all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let (rest, build) = match version.split_once('+') {
+        Some((rest, build)) => (rest, Some(build)),
+        None => (version, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    let ok = match parts.len() {
+        2 => pre.is_none() && build.is_none(),
+        3 => pre.is_none_or(identifiers) && build.is_none_or(identifiers),
+        _ => false,
+    } && parts.iter().all(|p| number(p));
+    if !ok {
+        return Err(Error::invalid(format!(
+            "downgrade target version {version:?} is not MAJOR.MINOR or MAJOR.MINOR.PATCH (e.g. \"3.4\")"
+        )));
     }
     Ok(())
 }
@@ -442,6 +581,54 @@ mod tests {
         for kind in [AlarmKind::NoSpace, AlarmKind::Corrupt, AlarmKind::Other(7)] {
             assert_eq!(AlarmKind::from_pb(kind.to_pb()), kind);
         }
+    }
+
+    #[test]
+    fn downgrade_versions_are_checked_like_etcd_reads_them() {
+        use DowngradeAction::*;
+        for good in ["3.4", "3.4.0", "3.4.23", "3.4.0-alpha.1", "3.4.0+git.1", "3.4.0-rc-1+b", "10.20.30"] {
+            assert!(check_downgrade_version(Validate, good).is_ok(), "{good:?}");
+            assert!(check_downgrade_version(Enable, good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "3",
+            "v3.4",
+            "v3.4.0",
+            "3.4.0.1",
+            "3.4-alpha",
+            "3.4.0-",
+            "3.4.0+",
+            "3..4",
+            "3.x",
+            " 3.4",
+            "+3.4",
+            "3.-4.0",
+            "3.4.0-a..b",
+            "99999999999999999999.4",
+        ] {
+            let r = check_downgrade_version(Validate, bad);
+            assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{bad:?}: {r:?}");
+        }
+        assert!(check_downgrade_version(Cancel, "").is_ok(), "a cancel needs no version");
+        assert!(check_downgrade_version(Cancel, "3.4").is_ok());
+        assert!(check_downgrade_version(Cancel, "nonsense").is_err(), "a version given is checked");
+        assert!(check_downgrade_version(Enable, "").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn checking_a_downgrade_version_never_panics(version in ".{0,24}") {
+            let _ = check_downgrade_version(DowngradeAction::Validate, &version);
+        }
+    }
+
+    #[test]
+    fn downgrade_actions_are_etcds() {
+        use pb::downgrade_request::DowngradeAction as A;
+        assert_eq!(DowngradeAction::Validate.to_pb(), A::Validate as i32);
+        assert_eq!(DowngradeAction::Enable.to_pb(), A::Enable as i32);
+        assert_eq!(DowngradeAction::Cancel.to_pb(), A::Cancel as i32);
     }
 
     #[test]
