@@ -271,7 +271,7 @@ async fn get_stream_is_unsupported_before_etcd_3_7() -> Result<()> {
         match &r {
             Err(e @ Error::Unsupported { what, status }) => {
                 assert_eq!(what, "etcdserverpb.KV/RangeStream", "{who}");
-                assert_eq!(status.code(), tonic::Code::Unimplemented);
+                assert_eq!(status.code(), etcd_wire::GrpcCode::Unimplemented);
                 assert!(!e.is_unavailable() && !e.is_indeterminate(), "{who}: {e:?}");
                 assert!(e.to_string().contains("RangeStream"), "{e}");
             }

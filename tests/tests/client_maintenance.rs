@@ -40,8 +40,10 @@ async fn status_reports_the_member() -> Result<()> {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].1.as_ref().map(|s| s.member_id).ok(), Some(s.member_id));
 
-    let bad = client.status_of("unix:///nope").await;
+    let bad = client.status_of("ftp://nope").await;
     assert!(matches!(bad, Err(Error::InvalidEndpoint { .. })), "{bad:?}");
+    let no_socket = client.status_of("unix:///nope").await;
+    assert!(matches!(no_socket, Err(Error::Connect { .. })), "{no_socket:?}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let down = client.status_of(&format!("127.0.0.1:{port}")).await;
     assert!(matches!(down, Err(Error::Connect { .. })), "{down:?}");
@@ -237,7 +239,7 @@ async fn downgrade_validates_and_refuses_as_etcd_does() -> Result<()> {
     // Nothing to cancel.
     let r = client.downgrade(DowngradeAction::Cancel, "").await;
     assert!(matches!(r, Err(Error::NoDowngradeInProgress { .. })), "{r:?}");
-    assert_eq!(r.map_err(|e| e.status().map(|s| s.code())).err(), Some(Some(tonic::Code::FailedPrecondition)));
+    assert_eq!(r.map_err(|e| e.status().map(|s| s.code())).err(), Some(Some(etcd_wire::GrpcCode::FailedPrecondition)));
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! The crate's one error type.
 //!
 //! Every server answer that is not a success becomes an [`Error`] a caller can match on; the
-//! server's [`tonic::Status`] stays reachable as the error's `source()`. Client-side validation
-//! fails with [`Error::InvalidArgument`] before any RPC is sent.
+//! server's status (code and message, as a [`ServerStatus`]) stays reachable as the error's
+//! `source()` and through [`Error::status`]. Client-side validation fails with
+//! [`Error::InvalidArgument`] before any RPC is sent.
 
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub enum Error {
     Unavailable {
         /// The status the transport or the server reported.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The request did not finish within the configured request timeout.
     #[error("request timed out after {after:?}")]
@@ -65,49 +66,49 @@ pub enum Error {
         compact_revision: Option<i64>,
         /// The server's status, when the error came as one.
         #[source]
-        status: Option<Box<Status>>,
+        status: Option<ServerStatus>,
     },
     /// The requested revision is newer than the store's current revision.
     #[error("required revision is a future revision")]
     FutureRevision {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The lease does not exist (never granted, expired or revoked).
     #[error("requested lease not found")]
     LeaseNotFound {
         /// The server's status, when the error came as one.
         #[source]
-        status: Option<Box<Status>>,
+        status: Option<ServerStatus>,
     },
     /// A transaction has more operations than the server's `--max-txn-ops`.
     #[error("too many operations in txn request")]
     TooManyTxnOps {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The request exceeds the server's `--max-request-bytes`.
     #[error("request is too large")]
     RequestTooLarge {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// Wrong user name or password.
     #[error("authentication failed: invalid user name or password")]
     AuthFailed {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The auth token is invalid or expired, and could not be refreshed.
     #[error("invalid auth token")]
     InvalidAuthToken {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// Auth is enabled and the request carried no token: connect with
     /// [`ClientOptions::with_user`](crate::ClientOptions::with_user). (A client that has
@@ -116,7 +117,7 @@ pub enum Error {
     AuthRequired {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The token was issued before a user, role or permission change and authenticating again
     /// did not help. (A client with credentials renews such a token by itself.)
@@ -124,35 +125,35 @@ pub enum Error {
     AuthRevisionOld {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// An auth call that needs auth to be enabled (authenticate, ...) while it is off.
     #[error("authentication is not enabled")]
     AuthNotEnabled {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The user lacks permission for this request.
     #[error("permission denied")]
     PermissionDenied {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The member has no leader (and `require_leader` was set, or the request needs one).
     #[error("etcd member has no leader")]
     NoLeader {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// A lock or election key does not exist (the server-side Lock/Election services).
     #[error("key not found")]
     KeyNotFound {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The election has no leader, or the caller is not the leader it claims to be.
     #[error("election: {reason}")]
@@ -161,7 +162,7 @@ pub enum Error {
         reason: String,
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The server does not implement the call: an RPC newer than the server (gRPC code
     /// `Unimplemented`). `RangeStream` ([`Client::get_stream`](crate::Client::get_stream)) needs
@@ -174,7 +175,7 @@ pub enum Error {
         what: String,
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// A downgrade to a version the cluster cannot go to: etcd allows exactly one minor version
     /// below the cluster version (3.4 for a 3.5 cluster), and refuses any other, or a version it
@@ -183,7 +184,7 @@ pub enum Error {
     InvalidDowngradeTarget {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// A downgrade is already in progress (enabled and not cancelled): validating or enabling
     /// another is refused.
@@ -191,14 +192,14 @@ pub enum Error {
     DowngradeInProgress {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// There is no downgrade in progress to cancel.
     #[error("no downgrade in progress")]
     NoDowngradeInProgress {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
     /// The server canceled a watch for a reason other than compaction.
     #[error("watch canceled by the server: {reason}")]
@@ -211,7 +212,7 @@ pub enum Error {
     Server {
         /// The server's status.
         #[source]
-        status: Box<Status>,
+        status: ServerStatus,
     },
 }
 
@@ -221,12 +222,9 @@ impl Error {
         Error::InvalidArgument { reason: reason.into() }
     }
 
-    /// The server's status behind this error, if there is one.
-    ///
-    /// This is tonic's type, so it follows this crate's tonic version (a tonic major upgrade
-    /// changes it); match on the [`Error`] variants for a stable answer, and use this only to
-    /// log or inspect what the server sent.
-    pub fn status(&self) -> Option<&Status> {
+    /// The server's status behind this error (its gRPC code and message), if there is one.
+    /// Match on the [`Error`] variants for what happened; this says what was sent.
+    pub fn status(&self) -> Option<&ServerStatus> {
         match self {
             Error::Unavailable { status }
             | Error::FutureRevision { status }
@@ -246,7 +244,7 @@ impl Error {
             | Error::DowngradeInProgress { status }
             | Error::NoDowngradeInProgress { status }
             | Error::Server { status } => Some(status),
-            Error::Compacted { status, .. } | Error::LeaseNotFound { status } => status.as_deref(),
+            Error::Compacted { status, .. } | Error::LeaseNotFound { status } => status.as_ref(),
             _ => None,
         }
     }
@@ -266,8 +264,116 @@ impl Error {
     pub fn is_indeterminate(&self) -> bool {
         match self {
             Error::Timeout { .. } => true,
-            Error::Unavailable { status } => !never_sent(status),
+            Error::Unavailable { status } => !never_sent(&status.0),
             _ => false,
+        }
+    }
+}
+
+/// The gRPC status a server (or the transport) answered with: its [`code`](Self::code) and
+/// [`message`](Self::message). Its `source()` is the transport's error, when the connection
+/// failed. Opaque, so that this crate's semver does not follow tonic's: tonic's own type is
+/// reachable only through the explicitly unstable [`tonic_status_unstable`](Self::tonic_status_unstable).
+#[derive(Debug)]
+pub struct ServerStatus(Box<Status>);
+
+impl ServerStatus {
+    /// The gRPC status code.
+    pub fn code(&self) -> GrpcCode {
+        GrpcCode::from(self.0.code())
+    }
+
+    /// The status message, as the server (or the transport) wrote it.
+    pub fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    /// tonic's `Status`, with its metadata and details. **Unstable**: the type is tonic's, so it
+    /// changes with this crate's tonic version, and a minor release of this crate may change it
+    /// or remove this method. For logging and debugging, not for matching.
+    pub fn tonic_status_unstable(&self) -> &Status {
+        &self.0
+    }
+}
+
+impl From<Status> for ServerStatus {
+    fn from(status: Status) -> Self {
+        ServerStatus(Box::new(status))
+    }
+}
+
+impl std::fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for ServerStatus {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+/// A gRPC status code (the numbering every gRPC implementation shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrpcCode {
+    /// 0: not an error.
+    Ok,
+    /// 1: the operation was cancelled (by the caller, or a deadline on the client).
+    Cancelled,
+    /// 2: unknown error.
+    Unknown,
+    /// 3: the client sent an invalid argument.
+    InvalidArgument,
+    /// 4: the deadline expired before the operation finished.
+    DeadlineExceeded,
+    /// 5: something requested was not found.
+    NotFound,
+    /// 6: something the client tried to create already exists.
+    AlreadyExists,
+    /// 7: the caller lacks permission.
+    PermissionDenied,
+    /// 8: a resource (quota, message size, ...) is exhausted.
+    ResourceExhausted,
+    /// 9: the system is not in a state the operation needs.
+    FailedPrecondition,
+    /// 10: the operation was aborted (a concurrency conflict, ...).
+    Aborted,
+    /// 11: the operation went past the valid range.
+    OutOfRange,
+    /// 12: the server does not implement the operation.
+    Unimplemented,
+    /// 13: an internal error.
+    Internal,
+    /// 14: the service is unavailable (usually transient).
+    Unavailable,
+    /// 15: unrecoverable data loss.
+    DataLoss,
+    /// 16: the request lacks valid authentication.
+    Unauthenticated,
+}
+
+impl From<Code> for GrpcCode {
+    fn from(code: Code) -> Self {
+        match code {
+            Code::Ok => GrpcCode::Ok,
+            Code::Cancelled => GrpcCode::Cancelled,
+            Code::Unknown => GrpcCode::Unknown,
+            Code::InvalidArgument => GrpcCode::InvalidArgument,
+            Code::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+            Code::NotFound => GrpcCode::NotFound,
+            Code::AlreadyExists => GrpcCode::AlreadyExists,
+            Code::PermissionDenied => GrpcCode::PermissionDenied,
+            Code::ResourceExhausted => GrpcCode::ResourceExhausted,
+            Code::FailedPrecondition => GrpcCode::FailedPrecondition,
+            Code::Aborted => GrpcCode::Aborted,
+            Code::OutOfRange => GrpcCode::OutOfRange,
+            Code::Unimplemented => GrpcCode::Unimplemented,
+            Code::Internal => GrpcCode::Internal,
+            Code::Unavailable => GrpcCode::Unavailable,
+            Code::DataLoss => GrpcCode::DataLoss,
+            Code::Unauthenticated => GrpcCode::Unauthenticated,
         }
     }
 }
@@ -283,15 +389,15 @@ impl From<Status> for Error {
                 Some(source) => format!("{}: {}", status.message(), chain(source)),
                 None => status.message().to_owned(),
             };
-            return Error::Unavailable { status: Box::new(Status::unavailable(cause)) };
+            return Error::Unavailable { status: Status::unavailable(cause).into() };
         }
         if status.code() == Code::Unimplemented {
             let what = unimplemented_what(status.message());
-            return Error::Unsupported { what, status: Box::new(status) };
+            return Error::Unsupported { what, status: status.into() };
         }
         let msg = status.message().to_owned();
         let has = |s: &str| msg.contains(s);
-        let status = Box::new(status);
+        let status = ServerStatus::from(status);
         if has("required revision has been compacted") {
             Error::Compacted { compact_revision: None, status: Some(status) }
         } else if has("required revision is a future revision") {
@@ -300,7 +406,7 @@ impl From<Status> for Error {
             Error::LeaseNotFound { status: Some(status) }
         } else if has("too many operations in txn request") {
             Error::TooManyTxnOps { status }
-        } else if has("request is too large") || status.code() == Code::ResourceExhausted && has("message larger") {
+        } else if has("request is too large") || status.0.code() == Code::ResourceExhausted && has("message larger") {
             Error::RequestTooLarge { status }
         } else if has("authentication failed") {
             Error::AuthFailed { status }
@@ -327,7 +433,7 @@ impl From<Status> for Error {
             Error::DowngradeInProgress { status }
         } else if has("no inflight downgrade job") {
             Error::NoDowngradeInProgress { status }
-        } else if status.code() == Code::Unavailable {
+        } else if status.0.code() == Code::Unavailable {
             Error::Unavailable { status }
         } else {
             Error::Server { status }
@@ -425,6 +531,19 @@ mod tests {
             let got = format!("{err:?}");
             assert!(got.starts_with(want), "{msg:?} mapped to {got}");
             assert!(err.status().is_some(), "{want} keeps its status");
+        }
+    }
+
+    #[test]
+    fn errors_carry_our_status_not_tonics() {
+        let err = Error::from(Status::permission_denied("etcdserver: permission denied"));
+        let status = err.status().expect("a status");
+        assert_eq!((status.code(), status.message()), (GrpcCode::PermissionDenied, "etcdserver: permission denied"));
+        assert_eq!(status.tonic_status_unstable().code(), Code::PermissionDenied);
+        let source = std::error::Error::source(&err).expect("the status is the source");
+        assert!(source.is::<ServerStatus>(), "{source:?}");
+        for code in [Code::Ok, Code::Cancelled, Code::DataLoss, Code::Unauthenticated] {
+            assert_eq!(GrpcCode::from(code) as i32, code as i32, "{code:?} keeps gRPC's number");
         }
     }
 

@@ -84,7 +84,7 @@ pub use auth::{
 pub use client::Client;
 pub use cluster::{MemberInfo, MembersResponse};
 pub use election::{LeaderKey, ObserveStream};
-pub use error::{Error, Result};
+pub use error::{Error, GrpcCode, Result, ServerStatus};
 pub use kv::{
     DeleteOptions, DeleteResponse, GetOptions, GetResponse, GetStream, PutOptions, PutResponse, SortOrder, SortTarget,
 };

@@ -421,7 +421,7 @@ where
         Ok(result) => Ok(result),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only when the runtime is shutting down.
-        Err(_) => Err(Error::Unavailable { status: Box::new(Status::unavailable("the runtime is shutting down")) }),
+        Err(_) => Err(Error::Unavailable { status: Status::unavailable("the runtime is shutting down").into() }),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::types::LeaseLost;
 
 /// The error of a keep-alive whose task has stopped.
 pub(crate) fn stopped() -> Error {
-    Error::Unavailable { status: Box::new(Status::unavailable("the lease keep-alive task has stopped")) }
+    Error::Unavailable { status: Status::unavailable("the lease keep-alive task has stopped").into() }
 }
 
 /// What a handle sees: the latest TTL, the deadline it implies and, once lost, why.

@@ -21,7 +21,7 @@ use crate::types::{Event, ResponseHeader, WatchResponse};
 /// The error of a watch whose task has stopped.
 pub(crate) fn stopped() -> Error {
     let why = "the watch task has stopped: every client handle was dropped";
-    Error::Unavailable { status: Box::new(Status::unavailable(why)) }
+    Error::Unavailable { status: Status::unavailable(why).into() }
 }
 
 /// How many bytes of events (keys and values, plus a little per event) one watcher's buffer
