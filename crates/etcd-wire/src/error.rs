@@ -217,6 +217,39 @@ pub enum Error {
 }
 
 impl Error {
+    /// The variant's name, for metrics labels.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn variant(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::InvalidEndpoint { .. } => "InvalidEndpoint",
+            Error::Connect { .. } => "Connect",
+            Error::Tls { .. } => "Tls",
+            Error::Unavailable { .. } => "Unavailable",
+            Error::Timeout { .. } => "Timeout",
+            Error::Compacted { .. } => "Compacted",
+            Error::FutureRevision { .. } => "FutureRevision",
+            Error::LeaseNotFound { .. } => "LeaseNotFound",
+            Error::TooManyTxnOps { .. } => "TooManyTxnOps",
+            Error::RequestTooLarge { .. } => "RequestTooLarge",
+            Error::AuthFailed { .. } => "AuthFailed",
+            Error::InvalidAuthToken { .. } => "InvalidAuthToken",
+            Error::AuthRequired { .. } => "AuthRequired",
+            Error::AuthRevisionOld { .. } => "AuthRevisionOld",
+            Error::AuthNotEnabled { .. } => "AuthNotEnabled",
+            Error::PermissionDenied { .. } => "PermissionDenied",
+            Error::NoLeader { .. } => "NoLeader",
+            Error::KeyNotFound { .. } => "KeyNotFound",
+            Error::NotLeader { .. } => "NotLeader",
+            Error::Unsupported { .. } => "Unsupported",
+            Error::InvalidDowngradeTarget { .. } => "InvalidDowngradeTarget",
+            Error::DowngradeInProgress { .. } => "DowngradeInProgress",
+            Error::NoDowngradeInProgress { .. } => "NoDowngradeInProgress",
+            Error::WatchCanceled { .. } => "WatchCanceled",
+            Error::Server { .. } => "Server",
+        }
+    }
+
     /// An [`Error::InvalidArgument`] with this reason.
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Error::InvalidArgument { reason: reason.into() }
@@ -530,6 +563,7 @@ mod tests {
             let err = Error::from(Status::new(code, msg));
             let got = format!("{err:?}");
             assert!(got.starts_with(want), "{msg:?} mapped to {got}");
+            assert_eq!(err.variant(), want, "the metrics label names the variant");
             assert!(err.status().is_some(), "{want} keeps its status");
         }
     }

@@ -22,6 +22,9 @@
 //!   store, read when the client connects (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace it).
 //!   Implies `tls`.
 //!
+//! - **`metrics`**: client RPC latency, outcomes, retries and stream restarts through the
+//!   `metrics` facade; [`observe`] lists what is recorded.
+//!
 //! Managed etcd services with certificates from a public CA need one of the two root stores; a
 //! private CA, as etcd's own TLS guide sets up, needs only `tls` and [`TlsOptions::with_ca_pem`].
 //!
@@ -63,6 +66,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod namespace;
+pub mod observe;
 mod options;
 mod range;
 mod rpc;

@@ -209,7 +209,26 @@ impl Core {
 
     /// Runs one unary RPC under the policy described in the module docs. `send` makes the
     /// request on a channel with the metadata it is given; it may be called more than once.
-    pub(crate) async fn call<T, F, Fut>(&self, how: Call, mut send: F) -> Result<T>
+    /// With the `metrics` feature, records the call ([`crate::observe`]).
+    pub(crate) async fn call<T, F, Fut>(&self, how: Call, send: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(Channel, Meta) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>> + Send + 'static,
+    {
+        #[cfg(feature = "metrics")]
+        {
+            let (rpc, started) = (how.rpc, std::time::Instant::now());
+            let result = self.run(how, send).await;
+            crate::observe::call(rpc, started.elapsed(), &result);
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        self.run(how, send).await
+    }
+
+    /// [`call`](Self::call), unobserved.
+    async fn run<T, F, Fut>(&self, how: Call, mut send: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(Channel, Meta) -> Fut,
@@ -267,6 +286,7 @@ impl Core {
                     && self.pool.len() > 1
                 {
                     timed_out = true;
+                    crate::observe::retry(how.rpc, "timeout");
                     continue;
                 }
                 return Err(Error::Timeout { after });
@@ -275,6 +295,7 @@ impl Core {
                 // The server rejected the token before doing anything: refreshing and resending is safe.
                 refreshed = true;
                 self.refresh_token(generation).await?;
+                crate::observe::retry(how.rpc, "token");
                 continue;
             }
             let unavailable = status.code() == tonic::Code::Unavailable;
@@ -285,6 +306,7 @@ impl Core {
             let retriable = unavailable && (how.idem == Idempotency::ReadOnly || never_sent(&status));
             if retriable && attempt < retry.max_attempts {
                 tokio::time::sleep(retry.backoff(attempt, fastrand::f64())).await;
+                crate::observe::retry(how.rpc, "unavailable");
                 continue;
             }
             return Err(status.into());

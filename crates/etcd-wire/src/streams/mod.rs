@@ -195,6 +195,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Supervisor<Req, Resp> {
     pub(crate) fn fail(&mut self, why: &str, token_rejected: bool) -> bool {
         let Some(link) = self.link.take() else { return false };
         let Some(core) = self.core.upgrade() else { return true };
+        let reason = match (link.was_moved, token_rejected) {
+            (true, _) => "moved",
+            (false, true) => "token",
+            (false, false) => "failed",
+        };
+        crate::observe::stream_restart(self.name, reason);
         if link.was_moved {
             self.retry_at = Instant::now();
             tracing::debug!(stream = self.name, endpoint = %link.member.url, "stream moved");
