@@ -4,7 +4,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `etcd_client_requests_total` | counter | `rpc`, `outcome` | unary calls made, by outcome: `ok` or the [`Error`](crate::Error) variant (`Unavailable`, `Timeout`, `PermissionDenied`, ...) |
+//! | `etcd_client_requests_total` | counter | `rpc`, `outcome` | unary calls made, by outcome: `ok` or the [`crate::Error`] variant (`Unavailable`, `Timeout`, `PermissionDenied`, ...) |
 //! | `etcd_client_request_duration_seconds` | histogram | `rpc` | a unary call's time, retries and token refreshes included |
 //! | `etcd_client_retries_total` | counter | `rpc`, `reason` | calls sent again: `unavailable`, `timeout` or `token` |
 //! | `etcd_client_stream_restarts_total` | counter | `stream`, `reason` | watch / keep-alive streams reopened: `failed`, `token` or `moved` (endpoints or credentials changed) |
