@@ -1,5 +1,5 @@
 //! Authentication: create `root` and a read-only user, turn auth on, show that passwords and
-//! permissions are enforced, then turn auth off and remove the users and role again, leaving the
+//! permissions are enforced, switch a live client to another user, then turn auth off and remove the users and role again, leaving the
 //! server as it was found. (It expects a server with auth off and no `root` user.)
 //!
 //! ```text
@@ -7,7 +7,7 @@
 //! ```
 //! `ETCD_ENDPOINTS` is a comma-separated list; it defaults to `127.0.0.1:2379`.
 
-use etcd_wire::{Client, ClientOptions, DeleteOptions, Error, GetOptions, Permission, PutOptions};
+use etcd_wire::{Client, ClientOptions, Credentials, DeleteOptions, Error, GetOptions, Permission, PutOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,5 +61,16 @@ async fn demonstrate(endpoints: &[&str]) -> anyhow::Result<()> {
         Err(Error::PermissionDenied { .. }) => println!("as example-reader: write refused (permission denied)"),
         other => anyhow::bail!("a reader's write should be refused, got {other:?}"),
     }
+
+    // Credentials change on a live client: tried first, then every call is root's.
+    match reader.set_credentials(Some(Credentials::new("root", "wrong"))).await {
+        Err(Error::AuthFailed { .. }) => {
+            println!("set_credentials with a wrong password: refused, still example-reader")
+        }
+        other => anyhow::bail!("a wrong password should be refused, got {other:?}"),
+    }
+    reader.set_credentials(Some(Credentials::new("root", "root-password"))).await?;
+    reader.put("example/auth/data", "changed by root", PutOptions::new()).await?;
+    println!("the same client, now as root: write accepted");
     Ok(())
 }
