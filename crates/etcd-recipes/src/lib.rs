@@ -10,7 +10,7 @@
 //! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |
 //! | [`Semaphore`] (N permits; 1 as a strategy) | the first waiter on the N holders, the rest on their predecessor | the first waiter (its mark then the next) | released at the session TTL |
 //!
-//! etcd's other recipes: [`RwMutex`], [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
+//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
 //! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
 //!
 //! Every recipe binds its keys to a [`Session`]'s lease and states its algorithm in RPCs at the top
