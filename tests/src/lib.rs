@@ -118,6 +118,19 @@ impl Steps {
             .collect()
     }
 
+    /// The watch events the recipe has received so far, as `(key, PUT|DELETE)`, in order (each
+    /// revision once, whichever twin watch delivered it).
+    pub fn events(&self) -> Vec<(String, &'static str)> {
+        let steps = self.lock();
+        steps
+            .iter()
+            .filter_map(|k| match k {
+                etcd_recipes::TraceKind::Event { key, kind, .. } => Some((key.clone(), *kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many RPCs the recipe has made so far (answered or abandoned).
     pub fn rpcs(&self) -> usize {
         self.lock().iter().filter(|k| matches!(k, etcd_recipes::TraceKind::Rpc { .. })).count()

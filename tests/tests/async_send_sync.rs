@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
-use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, Session};
+use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, Semaphore, Session};
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
@@ -31,11 +31,21 @@ fn wire_stream_futures(s: GetStream) {
     send(s.merge());
 }
 
-fn recipe_futures(s: &Session, m: &Mutex, e: &Election, l: &dyn DistributedLock, g: LockGuard, lead: Leadership) {
+fn recipe_futures(
+    s: &Session,
+    m: &Mutex,
+    sem: &Semaphore,
+    e: &Election,
+    l: &dyn DistributedLock,
+    g: LockGuard,
+    lead: Leadership,
+) {
     send(Session::new(s.client()));
     send(m.lock());
     send(m.try_lock());
     send(l.lock());
+    send(sem.acquire());
+    send(sem.try_acquire());
     send(e.campaign("v"));
     send(e.observe());
     send(g.unlock());
@@ -49,6 +59,7 @@ fn handles_are_send_and_sync() {
     send_sync::<Client>();
     send_sync::<Session>();
     send_sync::<Mutex>();
+    send_sync::<Semaphore>();
     send_sync::<Election>();
     send_sync::<LockGuard>();
     send_sync::<etcd_wire::KeepAlive>();

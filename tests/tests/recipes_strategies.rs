@@ -45,6 +45,10 @@ async fn hundred_tasks_count_to_exactly_100_lease_ttl() -> Result<()> {
 async fn hundred_tasks_count_to_exactly_100_rpc() -> Result<()> {
     hundred_tasks(Strategy::Rpc).await
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_tasks_count_to_exactly_100_semaphore() -> Result<()> {
+    hundred_tasks(Strategy::Semaphore).await
+}
 
 /// Four OS processes (the `lock_worker` binary) each increment a counter stored in etcd 25 times.
 fn four_processes(strategy: Strategy) -> Result<()> {
@@ -83,6 +87,10 @@ fn four_processes_count_to_100_in_etcd_lease_ttl() -> Result<()> {
 #[test]
 fn four_processes_count_to_100_in_etcd_rpc() -> Result<()> {
     four_processes(Strategy::Rpc)
+}
+#[test]
+fn four_processes_count_to_100_in_etcd_semaphore() -> Result<()> {
+    four_processes(Strategy::Semaphore)
 }
 
 /// Three clients (separate connections) take turns, three rounds each; never two at once.
@@ -132,6 +140,10 @@ async fn three_clients_take_turns_lease_ttl() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_take_turns_rpc() -> Result<()> {
     three_clients(Strategy::Rpc).await
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_take_turns_semaphore() -> Result<()> {
+    three_clients(Strategy::Semaphore).await
 }
 
 /// A holder process is SIGKILLed without unlocking. The next waiter gets the lock once the
@@ -184,4 +196,8 @@ async fn crashed_holder_releases_at_ttl_lease_ttl() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_holder_releases_at_ttl_rpc() -> Result<()> {
     crashed_holder(Strategy::Rpc).await
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_holder_releases_at_ttl_semaphore() -> Result<()> {
+    crashed_holder(Strategy::Semaphore).await
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use etcd_harness::{ClientTls, ClusterConfig, EtcdCluster, TcpProxy};
 use etcd_recipes::{
     Barrier, DoubleBarrier, Election, Error as RecipeError, LeaseTtlLock, Mutex, NaiveLock, PriorityQueue, Queue,
-    RpcLock, RwMutex, Session, Strategy,
+    RpcLock, RwMutex, Semaphore, Session, Strategy,
 };
 use etcd_tests::single;
 use etcd_wire::{
@@ -127,6 +127,24 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         LeaseTtlLock::new(&s, "")
     );
     case!(t, &c, "bad/", "empty election name", "Election::new(&s, \"\")", "InvalidArgument", Election::new(&s, ""));
+    case!(
+        t,
+        &c,
+        "bad/",
+        "empty lock name",
+        "Semaphore::new(&s, \"\", 2)",
+        "InvalidArgument",
+        Semaphore::new(&s, "", 2)
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "zero permits",
+        "Semaphore::new(&s, name, 0)",
+        "InvalidArgument",
+        Semaphore::new(&s, "bad/sem", 0)
+    );
     case!(t, &c, "bad/", "empty prefix", "Barrier::new(&c, \"\")", "InvalidArgument", Barrier::new(&c, ""));
     case!(
         t,

@@ -107,6 +107,11 @@ async fn lock_history_is_a_mutex_rpc() -> Result<()> {
     is_a_mutex(Strategy::Rpc).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_history_is_a_mutex_semaphore() -> Result<()> {
+    is_a_mutex(Strategy::Semaphore).await
+}
+
 /// The checker can fail: contenders that never wait hold the lock together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_history_check_catches_a_lock_that_skips_the_line() -> Result<()> {

@@ -74,7 +74,9 @@ Strategies (--strategy):
   naive  one key NAME; every waiter watches it and races for it on release (the herd)
   lease  one key NAME on a lease of its own per acquisition (the lease + keep-alive lock)
   rpc    etcd's server-side Lock RPC (v3lock), same keys as mutex
-  mutex and rpc exclude `etcdctl lock NAME`; naive and lease only exclude their own kind.
+  semaphore  one permit of a semaphore (-n N: N permits); the first waiter watches the holders,
+         the others their predecessor (keys NAME/<lease>-<unique>)
+  mutex and rpc exclude `etcdctl lock NAME`; naive, lease and semaphore only exclude their own kind.
 
 Examples:
   # Run a job under the lock; waits while someone else holds it
@@ -82,6 +84,9 @@ Examples:
 
   # The fencing token, for writes to other systems
   etcd-recipes lock nightly -- sh -c 'echo \"$ETCD_LOCK_KEY holds token $ETCD_LOCK_REV\"'
+
+  # At most 3 jobs at once across all hosts (a semaphore, like `consul lock -n 3`)
+  etcd-recipes lock -n 3 encoders -- ./encode.sh
 
   # Give up after 30 seconds of waiting (exit 2), or at once with --try
   etcd-recipes lock --timeout 30s nightly -- ./backup.sh
@@ -258,6 +263,11 @@ pub struct LockArgs {
     #[arg(long, value_enum, default_value_t = StrategyArg::Mutex)]
     pub strategy: StrategyArg,
 
+    /// Up to N holders at once: a semaphore of N permits (as `consul lock -n`); a waiter
+    /// behind N holders waits, and each holder's CMD gets its own fencing token
+    #[arg(short = 'n', long = "permits", value_name = "N", conflicts_with = "strategy")]
+    pub permits: Option<usize>,
+
     /// Give up waiting after this long (e.g. 30s, 2m) and exit with 2
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "try_lock")]
     pub timeout: Option<Duration>,
@@ -328,6 +338,8 @@ pub enum StrategyArg {
     Lease,
     /// etcd's server-side Lock RPC
     Rpc,
+    /// A semaphore of one permit (see -n for more)
+    Semaphore,
 }
 
 impl StrategyArg {
@@ -344,6 +356,7 @@ impl From<StrategyArg> for Strategy {
             StrategyArg::Naive => Strategy::Naive,
             StrategyArg::Lease => Strategy::LeaseTtl,
             StrategyArg::Rpc => Strategy::Rpc,
+            StrategyArg::Semaphore => Strategy::Semaphore,
         }
     }
 }

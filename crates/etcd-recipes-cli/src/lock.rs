@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use etcd_recipes::{Error, LockGuard, Session, Strategy};
+use etcd_recipes::{DistributedLock, Error, LockGuard, Semaphore, Session, Strategy};
 use etcd_wire::{Client, GetOptions, SortOrder, SortTarget};
 
 use crate::child::{Cmd, exit_code, terminal_delivers_sigint};
@@ -37,7 +37,7 @@ pub(crate) async fn run(
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
     let session = start(g, trace, signals).await?;
-    let strategy = Strategy::from(args.strategy);
+    let strategy = if args.permits.is_some() { Strategy::Semaphore } else { Strategy::from(args.strategy) };
     let doing = format!("acquiring lock {:?}", args.name);
     let guard = match acquire(args, strategy, &session, trace, signals).await {
         Ok(guard) => guard,
@@ -50,6 +50,14 @@ pub(crate) async fn run(
             };
             close_session(&session, CLEANUP_LIMIT, trace).await;
             return Err(match why {
+                NotAcquired::Failed(Error::Locked) if args.permits.is_some() => Failure::with_code(
+                    EXIT_LOCKED,
+                    format!(
+                        "all {} permits of {:?} are held by other sessions; retry later, or leave out --try to wait",
+                        args.permits.unwrap_or(1),
+                        args.name
+                    ),
+                ),
                 NotAcquired::Failed(Error::Locked) => Failure::with_code(
                     EXIT_LOCKED,
                     format!(
@@ -89,7 +97,12 @@ async fn acquire(
     trace: &CliTrace,
     signals: &mut Signals,
 ) -> Result<LockGuard, NotAcquired> {
-    let lock = strategy.new_traced_lock(session, &args.name, trace.recipes()).map_err(NotAcquired::Failed)?;
+    let lock: Box<dyn DistributedLock> = match args.permits {
+        Some(n) => Semaphore::new(session, &args.name, n)
+            .map(|s| Box::new(s.with_tracer(trace.recipes())) as Box<dyn DistributedLock>),
+        None => strategy.new_traced_lock(session, &args.name, trace.recipes()),
+    }
+    .map_err(NotAcquired::Failed)?;
     let attempt = async { if args.try_lock { lock.try_lock().await } else { lock.lock().await } };
     let deadline = async {
         match args.timeout {

@@ -68,11 +68,11 @@ fn timeout_gives_up_with_a_message_and_leaves_no_key() -> Result<()> {
 #[test]
 fn every_strategy_excludes_and_hands_over() -> Result<()> {
     let etcd = etcd()?;
-    for strategy in ["mutex", "naive", "lease", "rpc"] {
+    for strategy in ["mutex", "naive", "lease", "rpc", "semaphore"] {
         let name = format!("strat-{strategy}");
         let mut holder = Proc::spawn(tool(&etcd, &["lock", "--strategy", strategy, &name]))?;
         let key = holder.line(SOON)?;
-        let want = if matches!(strategy, "mutex" | "rpc") { format!("{name}/") } else { name.clone() };
+        let want = if matches!(strategy, "mutex" | "rpc" | "semaphore") { format!("{name}/") } else { name.clone() };
         assert!(key.starts_with(&want), "{strategy}: key {key:?}");
 
         let tried = run(tool(&etcd, &["lock", "--strategy", strategy, "--try", &name, "--", "true"]), SOON)?;
@@ -92,6 +92,41 @@ fn every_strategy_excludes_and_hands_over() -> Result<()> {
         assert!(words[2].parse::<i64>()? > 0, "{strategy}: {got:?}");
         assert_eq!(waiter.wait(SOON)?, 0, "{strategy}: {}", waiter.stderr());
     }
+    Ok(())
+}
+
+/// `lock -n 2`, as `consul lock -n`: two hold at once, a third `--try` is refused, a third that
+/// waits runs its command once one holder leaves (the other still holding), with `--trace`
+/// showing the semaphore's steps; `-n 0` is refused.
+#[test]
+fn permits_let_n_hold_at_once() -> Result<()> {
+    let etcd = etcd()?;
+    let mut first = Proc::spawn(tool(&etcd, &["lock", "-n", "2", "enc"]))?;
+    let mut second = Proc::spawn(tool(&etcd, &["lock", "-n", "2", "enc"]))?;
+    let (k1, k2) = (first.line(SOON)?, second.line(SOON)?);
+    ensure!(k1.starts_with("enc/") && k2.starts_with("enc/") && k1 != k2, "{k1:?} {k2:?}");
+
+    let tried = run(tool(&etcd, &["lock", "-n", "2", "--try", "enc", "--", "true"]), SOON)?;
+    ensure!(tried.code == 2 && tried.stderr.contains("all 2 permits"), "{tried:?}");
+    ensure!(keys(&etcd, "enc/")?.len() == 2, "a refused try leaves no key");
+
+    let cmd = ["--trace", "lock", "-n", "2", "enc", "--", "sh", "-c", "echo got $ETCD_LOCK_KEY $ETCD_LOCK_REV"];
+    let mut waiter = Proc::spawn(tool(&etcd, &cmd))?;
+    eventually(SOON, "the waiter in line", || Ok(keys(&etcd, "enc/")?.len() == 3))?;
+    second.interrupt()?;
+    ensure!(second.wait(SOON)? == 0, "{}", second.stderr());
+    let got = waiter.line(SOON)?;
+    ensure!(got.starts_with("got enc/"), "{got:?}");
+    ensure!(waiter.wait(SOON)? == 0, "{}", waiter.stderr());
+    ensure!(first.is_running(), "the first holder kept its permit");
+    let trace = waiter.stderr();
+    ensure!(trace.contains("semaphore.acquire") && trace.contains("Txn(mark)"), "{trace}");
+    first.interrupt()?;
+    ensure!(first.wait(SOON)? == 0, "{}", first.stderr());
+    ensure!(keys(&etcd, "enc/")?.is_empty());
+
+    let zero = run(tool(&etcd, &["lock", "-n", "0", "enc", "--", "true"]), SOON)?;
+    ensure!(zero.code == 1 && zero.stderr.contains("at least one permit"), "{zero:?}");
     Ok(())
 }
 

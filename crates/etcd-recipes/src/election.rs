@@ -29,7 +29,7 @@ use futures::Stream;
 use crate::cleanup::{Action, Cleanup};
 use crate::error::{Error, Result};
 use crate::held::{Held, Lost};
-use crate::line::{join, my_key};
+use crate::line::{Rule, join, my_key};
 use crate::session::Session;
 use crate::trace::{OpTrace, Tracer};
 use crate::wait::{Stop, Wait, check_name};
@@ -65,7 +65,8 @@ impl Election {
         // The session's slot for the key, held while campaigning: a resignation still on its way
         // (a cancelled `resign()`) lands before we join, so we never adopt the key it deletes.
         let slot = self.session.claim(&key).await?;
-        let place = join(&self.session, key, self.prefix.clone(), value.clone(), Some(slot), &mut op).await?;
+        let place =
+            join(&self.session, key, self.prefix.clone(), value.clone(), Some(slot), Rule::One, &mut op).await?;
         if place.value != value {
             Leadership { held: place.held.clone() }.proclaim(value).await?;
         }

@@ -8,8 +8,9 @@
 //! | [`NaiveLock`] | on the one key, then retry | every waiter (the herd) | released at the session TTL |
 //! | [`LeaseTtlLock`] | on the one key, then retry | every waiter | released at the lock's own TTL |
 //! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |
+//! | [`Semaphore`] (N permits; 1 as a strategy) | the first waiter on the N holders, the rest on their predecessor | the first waiter (its mark then the next) | released at the session TTL |
 //!
-//! etcd's other recipes: [`RwMutex`], [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
+//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
 //! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
 //!
 //! Every recipe binds its keys to a [`Session`]'s lease and states its algorithm in RPCs at the top
@@ -61,6 +62,7 @@ mod naive;
 mod queue;
 mod rpc_lock;
 mod rwmutex;
+mod semaphore;
 mod session;
 mod stm;
 mod trace;
@@ -79,6 +81,7 @@ pub use naive::NaiveLock;
 pub use queue::{PriorityQueue, Queue};
 pub use rpc_lock::RpcLock;
 pub use rwmutex::RwMutex;
+pub use semaphore::Semaphore;
 pub use session::{DEFAULT_TTL, Session, SessionBuilder, SessionEnd};
 pub use stm::{Isolation, Stm, StmOptions, stm, stm_with};
 pub use trace::{OpStats, TraceEvent, TraceKind, Tracer};

@@ -1,6 +1,7 @@
 //! Waiting in line by create revision: the queue under [`Mutex`](crate::Mutex),
 //! [`Election`](crate::Election) and [`RwMutex`](crate::RwMutex), wire-compatible with Go's
-//! `concurrency` package and `recipe.RWMutex`.
+//! `concurrency` package and `recipe.RWMutex`, and under [`Semaphore`](crate::Semaphore), whose
+//! front holds N (its [`Rule::Permits`], at the end of these docs).
 //!
 //! A waiter stands in line as one key bound to its session's lease (`<prefix><lease id in hex>`
 //! for the Mutex and Election, as Go names it; a unique name per acquisition for the RwMutex). It
@@ -34,6 +35,28 @@
 //!
 //! A blocker without a lease is nobody's lock (a plain key): waiting for it would wait forever,
 //! so the wait fails with [`Error::ForeignKey`].
+//!
+//! # N at the front ([`Rule::Permits`])
+//!
+//! With N permits, the N oldest keys hold and a waiter is in once fewer than N blockers were
+//! created before it. Watching "the key N places ahead" alone is not enough: when a holder other
+//! than the oldest leaves, the first waiter is in, yet the key N places ahead of it (the oldest
+//! holder) is still there, and the one waiter woken (N behind the leaver) is not in; the permit
+//! would sit idle until the oldest holder left. So the join and each read name the N + 1 newest
+//! blockers ahead, and:
+//!
+//! - with fewer than N ahead, we are in;
+//! - with exactly N ahead (we are the first waiter; they are the holders), we watch all N: any
+//!   one's DELETE puts us in without a read, as with the Mutex's last key ahead;
+//! - with more than N ahead, we watch only our predecessor (the waiter just ahead): its DELETE,
+//!   or its *mark*, means one read and a new target.
+//!
+//! The mark: a waiter that gets in after waiting rewrites its own key once, fenced
+//! (`Txn If(CreateRevision(me) == my revision) Then Put(me, value, lease)`): the PUT tells the
+//! waiter behind it that it is now the first waiter and must watch the holders. So every change
+//! reaches exactly one waiter: a holder's DELETE the first waiter, a mark or a waiter's DELETE the
+//! waiter just behind it. A lost mark (its answer never came) costs no safety: the follower is
+//! woken at the latest by that key's DELETE.
 
 use bytes::Bytes;
 use etcd_wire::{EventKind, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
@@ -54,15 +77,49 @@ pub(crate) struct Place {
     /// The value our key held when we joined (the Else branch reads it).
     pub(crate) value: Bytes,
     blockers: Bytes,
-    /// The (up to) two newest blockers created before us, newest first, as of the last read.
+    /// The newest blockers created before us (up to [`Rule::look`]), newest first, as of the last read.
     ahead: Vec<KeyValue>,
+    rule: Rule,
     /// The revision `ahead` was read at.
     seen_at: i64,
     cleanup: Cleanup,
 }
 
-/// How many blockers ahead a waiter knows of and watches (module docs, step 2).
-const AHEAD: i64 = 2;
+/// How many stand at the front, and what a waiter watches (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// One at the front: a waiter knows and watches the two newest blockers ahead (step 2).
+    One,
+    /// This many at the front: the first waiter watches them, the others their predecessor, and
+    /// a waiter that gets in marks its key (module docs, "N at the front").
+    Permits(usize),
+}
+
+impl Rule {
+    /// How many may stand at the front.
+    fn front(self) -> usize {
+        match self {
+            Rule::One => 1,
+            Rule::Permits(n) => n,
+        }
+    }
+
+    /// How many of the newest blockers ahead a read names.
+    fn look(self) -> i64 {
+        match self {
+            Rule::One => 2,
+            Rule::Permits(n) => i64::try_from(n).unwrap_or(i64::MAX - 1) + 1,
+        }
+    }
+
+    /// How many of the `ahead` (newest first) to watch.
+    fn watched(self, ahead: usize) -> usize {
+        match self {
+            Rule::Permits(n) if ahead > n => 1,
+            _ => ahead,
+        }
+    }
+}
 
 /// The key a session stands in line with: `<prefix><lease id in hex>`, as Go names it.
 pub(crate) fn my_key(prefix: &[u8], session: &Session) -> Bytes {
@@ -80,12 +137,14 @@ pub(crate) async fn join(
     blockers: Bytes,
     value: Bytes,
     slot: Option<Slot>,
+    rule: Rule,
     op: &mut OpTrace,
 ) -> Result<Place> {
     session.check()?;
     let lease = session.lease_id();
     let mut cleanup = Cleanup::arm(op, Action::DeleteIfLease { key: key.clone(), lease }).with_slot(slot);
-    let newest = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(AHEAD);
+    let newest =
+        GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Descend).with_limit(rule.look());
     let txn = Txn::new()
         .when([etcd_wire::Compare::create_revision(key.clone(), etcd_wire::CompareOp::Equal, 0)])
         .and_then([
@@ -103,7 +162,7 @@ pub(crate) async fn join(
     };
     cleanup.set(Action::FencedDelete { key: key.clone(), revision });
     let held = Held::new(session, key, revision);
-    let mut place = Place { held, value, blockers, ahead: Vec::new(), seen_at: resp.header.revision, cleanup };
+    let mut place = Place { held, value, blockers, ahead: Vec::new(), rule, seen_at: resp.header.revision, cleanup };
     let ahead =
         if joined { check_blockers(first).map(|a| (a, resp.header.revision)) } else { place.read_ahead(op).await };
     match ahead {
@@ -114,25 +173,28 @@ pub(crate) async fn join(
 }
 
 impl Place {
-    /// Whether someone stands ahead of us.
+    /// Whether we are at the front: fewer blockers ahead of us than the front holds.
     pub(crate) fn is_front(&self) -> bool {
-        self.ahead.is_empty()
+        self.ahead.len() < self.rule.front()
     }
 
-    /// Step 2: returns once nobody created before us remains among the blockers.
+    /// Step 2: returns once we are at the front (nobody created before us remains among the
+    /// blockers, or fewer than N with [`Rule::Permits`]).
     pub(crate) async fn wait_front(&mut self, op: &mut OpTrace) -> Result<()> {
         let stop = Stop::own_key(&self.held.session, &self.held.key, self.held.revision);
+        let front = self.rule.front();
+        let waited = !self.is_front();
         let mut wait: Option<Wait<'_>> = None;
-        while !self.ahead.is_empty() {
+        while !self.is_front() {
+            let watched = &self.ahead[..self.rule.watched(self.ahead.len())];
             op.note(|| {
-                let ahead: Vec<String> = self
-                    .ahead
+                let ahead: Vec<String> = watched
                     .iter()
                     .map(|kv| format!("{} (create revision {})", kv.key_str(), kv.create_revision))
                     .collect();
                 format!("waiting on {}", ahead.join(" and "))
             });
-            let keys: Vec<Bytes> = self.ahead.iter().map(|kv| kv.key.clone()).collect();
+            let keys: Vec<Bytes> = watched.iter().map(|kv| kv.key.clone()).collect();
             let wait = wait.get_or_insert_with(|| Wait::new(keys[0].clone(), WatchOptions::new(), stop));
             wait.retarget(&keys);
             let gone = match wait.next(op).await? {
@@ -152,14 +214,19 @@ impl Place {
                                 && (ev.kind == EventKind::Delete || ev.kv.create_revision != kv.create_revision)
                         })
                     };
-                    match self.ahead.iter().position(left) {
+                    // A waiter watching only its predecessor reads again on its mark (module
+                    // docs, "N at the front"); other rules ignore puts (an election's proclaim).
+                    let relay = matches!(self.rule, Rule::Permits(_)) && watched.len() < self.ahead.len();
+                    let marked = relay && events.iter().any(|ev| ev.kv.key == watched[0].key);
+                    match watched.iter().position(left) {
                         Some(i) => Some(i),
+                        None if marked => None,
                         None => continue,
                     }
                 }
             };
-            if gone == Some(0) && self.ahead.len() == 1 {
-                // The last one ahead left: we are in front (module docs, step 2).
+            if gone.is_some() && self.ahead.len() == front {
+                // One of the last `front` ahead left: we are in front (module docs, step 2).
                 self.ahead.clear();
                 break;
             }
@@ -167,7 +234,18 @@ impl Place {
             (self.ahead, self.seen_at) = (ahead, revision);
             wait.checked(revision);
         }
+        if waited && matches!(self.rule, Rule::Permits(_)) {
+            self.mark(op).await?;
+        }
         self.held.session.check()
+    }
+
+    /// Rewrites our key once, fenced, so the waiter watching it as its predecessor learns we got
+    /// in (module docs, "N at the front"). Our key gone means our lease is.
+    async fn mark(&self, op: &mut OpTrace) -> Result<()> {
+        let put = PutOptions::new().with_lease(self.held.lease_id());
+        let txn = self.held.txn().and_then([TxnOp::put(self.held.key.clone(), self.value.clone(), put)]);
+        if op.txn("Txn(mark)", &self.held.key, txn).await?.succeeded { Ok(()) } else { Err(Error::SessionExpired) }
     }
 
     /// Step 2, and when the wait fails, leaves the line before returning the error: a `lock()` or
@@ -205,13 +283,13 @@ impl Place {
         LockGuard::new(self.held, self.cleanup, op, None)
     }
 
-    /// Our key must still be ours; returns the (up to two) newest blockers created before it,
-    /// and the revision of the read.
+    /// Our key must still be ours; returns the newest blockers created before it (up to
+    /// [`Rule::look`]), and the revision of the read.
     async fn read_ahead(&self, op: &mut OpTrace) -> Result<(Vec<KeyValue>, i64)> {
         let before = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(AHEAD)
+            .with_limit(self.rule.look())
             .with_keys_only()
             .with_create_revision_range(0, self.held.revision - 1);
         let txn = Txn::new().and_then([

@@ -32,19 +32,25 @@ pub enum Strategy {
     LeaseTtl,
     /// [`RpcLock`](crate::RpcLock): etcd's server-side `Lock` RPC (v3lock).
     Rpc,
+    /// [`Semaphore`](crate::Semaphore) with one permit: the first waiter watches the holder, the
+    /// others their predecessor, and each new holder marks its key for the next.
+    Semaphore,
 }
 
 impl Strategy {
     /// Every strategy.
-    pub const ALL: [Strategy; 4] = [Strategy::Mutex, Strategy::Naive, Strategy::LeaseTtl, Strategy::Rpc];
+    pub const ALL: [Strategy; 5] =
+        [Strategy::Mutex, Strategy::Naive, Strategy::LeaseTtl, Strategy::Rpc, Strategy::Semaphore];
 
-    /// The short name used on command lines and in bench ids: `mutex`, `naive`, `lease`, `rpc`.
+    /// The short name used on command lines and in bench ids: `mutex`, `naive`, `lease`, `rpc`,
+    /// `semaphore`.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Mutex => "mutex",
             Strategy::Naive => "naive",
             Strategy::LeaseTtl => "lease",
             Strategy::Rpc => "rpc",
+            Strategy::Semaphore => "semaphore",
         }
     }
 
@@ -61,6 +67,7 @@ impl Strategy {
             Strategy::Naive => Box::new(crate::NaiveLock::new(session, name)?.with_tracer(tracer)),
             Strategy::LeaseTtl => Box::new(crate::LeaseTtlLock::new(session, name)?.with_tracer(tracer)),
             Strategy::Rpc => Box::new(crate::RpcLock::new(session, name)?.with_tracer(tracer)),
+            Strategy::Semaphore => Box::new(crate::Semaphore::new(session, name, 1)?.with_tracer(tracer)),
         })
     }
 }
@@ -74,10 +81,9 @@ impl fmt::Display for Strategy {
 impl FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Strategy::ALL
-            .into_iter()
-            .find(|st| st.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::invalid(format!("unknown lock strategy {s:?}; expected mutex, naive, lease or rpc")))
+        Strategy::ALL.into_iter().find(|st| st.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            Error::invalid(format!("unknown lock strategy {s:?}; expected mutex, naive, lease, rpc or semaphore"))
+        })
     }
 }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
-use crate::line::{join, my_key};
+use crate::line::{Rule, join, my_key};
 use crate::lock::{DistributedLock, LockGuard, Strategy};
 use crate::session::Session;
 use crate::trace::Tracer;
@@ -68,7 +68,7 @@ impl Mutex {
         let mut op = self.tracer.op(self.session.client(), "mutex", "lock");
         let key = self.key();
         let slot = self.session.claim(&key).await?;
-        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
+        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), Rule::One, &mut op).await?;
         let place = place.wait_front_or_leave(&mut op).await?;
         Ok(place.into_guard(&op))
     }
@@ -79,7 +79,7 @@ impl Mutex {
         let mut op = self.tracer.op(self.session.client(), "mutex", "try_lock");
         let key = self.key();
         let slot = self.session.try_claim(&key).ok_or(Error::Locked)?;
-        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), &mut op).await?;
+        let place = join(&self.session, key, self.prefix.clone(), Bytes::new(), Some(slot), Rule::One, &mut op).await?;
         if place.is_front() {
             return Ok(place.into_guard(&op));
         }

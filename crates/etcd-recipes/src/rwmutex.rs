@@ -29,7 +29,7 @@
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::line::join;
+use crate::line::{Rule, join};
 use crate::lock::LockGuard;
 use crate::queue::unique_name;
 use crate::session::Session;
@@ -94,7 +94,7 @@ impl RwMutex {
             Side::Write => ("write", self.prefix.clone()),
         };
         let key = Bytes::from(format!("{}{dir}/{}", self.prefix, unique_name()));
-        let place = join(&self.session, key, Bytes::from(blockers), Bytes::new(), None, &mut op).await?;
+        let place = join(&self.session, key, Bytes::from(blockers), Bytes::new(), None, Rule::One, &mut op).await?;
         if just_try && !place.is_front() {
             place.leave(&mut op).await?;
             return Err(Error::Locked);

@@ -1,4 +1,5 @@
-//! A separate OS process for the multi-process lock tests: `lock_worker MODE STRATEGY ENDPOINTS NAME [N] [TTL]`.
+//! A separate OS process for the multi-process lock tests: `lock_worker MODE STRATEGY ENDPOINTS NAME [N] [TTL]`
+//! (STRATEGY `semaphore:P` is a semaphore of P permits).
 //!
 //! - `count`: N times, take the lock, read the counter key `NAME-counter`, write it back plus one
 //!   through the guard's fenced Txn, release. Prints `done N`.
@@ -10,21 +11,24 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use etcd_recipes::{Session, Strategy};
+use etcd_recipes::{DistributedLock, Semaphore, Session, Strategy};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, TxnOp};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, strategy, endpoints, name, rest @ ..] = args.as_slice() else {
-        bail!("usage: lock_worker count|hold STRATEGY ENDPOINTS NAME [N] [TTL]");
+        bail!("usage: lock_worker count|hold STRATEGY|semaphore:PERMITS ENDPOINTS NAME [N] [TTL]");
     };
     let n: u32 = rest.first().map_or(Ok(1), |s| s.parse()).context("N")?;
     let ttl: i64 = rest.get(1).map_or(Ok(60), |s| s.parse()).context("TTL")?;
-    let strategy: Strategy = strategy.parse()?;
     let client = Client::connect(endpoints.split(','), ClientOptions::default()).await?;
     let session = Session::builder(&client).ttl(ttl).build().await?;
-    let lock = strategy.new_lock(&session, name)?;
+    // `semaphore:P`: a semaphore of P permits; any other name: that strategy.
+    let lock: Box<dyn DistributedLock> = match strategy.strip_prefix("semaphore:") {
+        Some(permits) => Box::new(Semaphore::new(&session, name, permits.parse().context("permits")?)?),
+        None => strategy.parse::<Strategy>()?.new_lock(&session, name)?,
+    };
     let counter = format!("{name}-counter");
     match mode.as_str() {
         "count" => {
