@@ -84,6 +84,35 @@ fn calls_retries_streams_and_locks_are_recorded() -> Result<()> {
             async move { (moved >= 1).then_some(()) }
         })
         .await?;
+
+        // Locks: two acquisitions (the second waits in line), two holds, a loss counted once.
+        let (s1, s2) = (etcd_recipes::Session::new(&c).await?, etcd_recipes::Session::new(&c).await?);
+        let first = etcd_recipes::Mutex::new(&s1, "metered")?.lock().await?;
+        let second = tokio::spawn({
+            let s2 = s2.clone();
+            async move { etcd_recipes::Mutex::new(&s2, "metered")?.lock().await }
+        });
+        etcd_tests::wait_for_keys(&c, "metered/", 2).await?;
+        first.unlock().await?;
+        let second = second.await??;
+        assert_eq!(recorded.count("etcd_lock_acquired_total", &[("recipe", "mutex")]), 2);
+        assert_eq!(recorded.count("etcd_lock_wait_seconds", &[("recipe", "mutex")]), 2);
+        assert_eq!(recorded.count("etcd_lock_hold_seconds", &[("recipe", "mutex")]), 1);
+        c.delete(second.key().clone(), None).await?;
+        assert_eq!(second.lost().await, etcd_recipes::Lost::KeyGone);
+        assert_eq!(second.lost().await, etcd_recipes::Lost::KeyGone, "asked twice");
+        assert!(second.unlock().await.is_err(), "nothing left to release");
+        assert_eq!(recorded.count("etcd_lock_lost_total", &[("recipe", "mutex"), ("reason", "key_gone")]), 1);
+        assert_eq!(recorded.count("etcd_lock_lost_total", &[("recipe", "mutex")]), 1, "one loss, counted once");
+        assert_eq!(recorded.count("etcd_lock_hold_seconds", &[("recipe", "mutex")]), 2);
+
+        // An election: elected, then resigned.
+        let leadership = etcd_recipes::Election::new(&s1, "metered-election")?.campaign("me").await?;
+        leadership.resign().await?;
+        assert_eq!(recorded.count("etcd_lock_acquired_total", &[("recipe", "election")]), 1);
+        assert_eq!(recorded.count("etcd_lock_hold_seconds", &[("recipe", "election")]), 1);
+        // The RPCs underneath were recorded by etcd-wire.
+        assert!(recorded.count("etcd_client_requests_total", &[("rpc", "Txn"), ("outcome", "ok")]) >= 4);
         anyhow::Ok(())
     })
 }

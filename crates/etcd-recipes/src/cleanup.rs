@@ -88,6 +88,9 @@ pub(crate) struct Cleanup {
     slot: Option<Slot>,
     tracer: Tracer,
     recipe: &'static str,
+    /// When the hold this cleanup releases began (a lock guard's release): the release records
+    /// the hold's length ([`crate::observe::released`]), once, whichever way it runs.
+    held_since: Option<std::time::Instant>,
     /// The runtime the cleanup was armed on, to run it from `Drop` wherever that happens.
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -102,6 +105,7 @@ impl Cleanup {
             slot: None,
             tracer: Tracer::default(),
             recipe: "cleanup",
+            held_since: None,
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -116,6 +120,19 @@ impl Cleanup {
     pub(crate) fn traced(mut self, tracer: &Tracer, recipe: &'static str) -> Self {
         (self.tracer, self.recipe) = (tracer.clone(), recipe);
         self
+    }
+
+    /// Releases a hold that began at `since` (see the field).
+    pub(crate) fn holding(mut self, since: std::time::Instant) -> Self {
+        self.held_since = Some(since);
+        self
+    }
+
+    /// Records the end of the hold it releases, the first time it is asked to.
+    fn record_release(&mut self) {
+        if let Some(since) = self.held_since.take() {
+            crate::observe::released(self.recipe, since.elapsed());
+        }
     }
 
     /// Replaces the action (e.g. once the create revision of the key is known).
@@ -137,7 +154,8 @@ impl Cleanup {
     }
 
     /// Runs the action now as a release, with its own traced operation (`unlock`, `resign`).
-    pub(crate) async fn release(self, op_name: &'static str) -> Result<bool> {
+    pub(crate) async fn release(mut self, op_name: &'static str) -> Result<bool> {
+        self.record_release();
         let mut op = self.tracer.op(&self.client, self.recipe, op_name);
         self.run(&mut op).await
     }
@@ -148,6 +166,7 @@ impl Drop for Cleanup {
         if !self.armed {
             return;
         }
+        self.record_release();
         let Some(rt) = self.runtime.clone().or_else(|| tokio::runtime::Handle::try_current().ok()) else {
             tracing::warn!(action = ?self.action, "no Tokio runtime to run a cleanup on; the lease's TTL will remove it");
             return;

@@ -73,6 +73,7 @@ impl Election {
         let place = place.wait_front_or_leave(&mut op).await?;
         let held = place.keep();
         op.note(|| format!("elected with fencing token {}", held.revision));
+        crate::observe::acquired("election", op.finish().elapsed);
         Ok(Leadership { held })
     }
 
@@ -235,12 +236,12 @@ impl Leadership {
     /// Resolves when the leadership can no longer be trusted; see
     /// [`LockGuard::lost`](crate::LockGuard::lost).
     pub async fn lost(&self) -> Lost {
-        self.held.lost().await
+        self.held.lost_for("election").await
     }
 
     /// Runs `work` only while the leadership lasts; see [`LockGuard::while_held`](crate::LockGuard::while_held).
     pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output> {
-        self.held.while_held(work).await
+        self.held.while_held("election", work).await
     }
 
     /// Announces a new value without a new election; [`Error::NotOwner`] if no longer leader.
@@ -261,7 +262,9 @@ impl Leadership {
         // campaign waits for it (see `campaign`).
         let slot = self.held.session.claim(&self.held.key).await?;
         let action = Action::FencedDelete { key: self.held.key.clone(), revision: self.held.revision };
+        crate::observe::released("election", self.held.since().elapsed());
         if !Cleanup::arm(&op, action).with_slot(Some(slot)).run(&mut op).await? {
+            self.held.count_loss("election", None);
             return Err(Error::NotOwner("no longer the leader".to_owned()));
         }
         Ok(())

@@ -11,6 +11,8 @@
 //!   was deleted or replaced, or `valid_until` passed with no fresher keep-alive answer.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,11 +55,40 @@ pub(crate) struct Held {
     pub(crate) revision: i64,
     /// The lock's own lease, when the key is not on the session's.
     pub(crate) own_lease: Option<(i64, KeepAliveStatus)>,
+    /// When the hold began, and whether its loss was counted (shared by clones: once per hold).
+    meter: Arc<Meter>,
+}
+
+/// What [`observe`](crate::observe) needs of one hold.
+#[derive(Debug)]
+struct Meter {
+    since: Instant,
+    loss_counted: AtomicBool,
 }
 
 impl Held {
     pub(crate) fn new(session: &Session, key: Bytes, revision: i64) -> Self {
-        Held { session: session.clone(), key, revision, own_lease: None }
+        let meter = Arc::new(Meter { since: Instant::now(), loss_counted: AtomicBool::new(false) });
+        Held { session: session.clone(), key, revision, own_lease: None, meter }
+    }
+
+    /// When the hold began.
+    pub(crate) fn since(&self) -> Instant {
+        self.meter.since
+    }
+
+    /// Counts the hold as lost for `why` (`None`: a release found it gone), once per hold.
+    pub(crate) fn count_loss(&self, recipe: &'static str, why: Option<Lost>) {
+        if !self.meter.loss_counted.swap(true, Ordering::Relaxed) {
+            crate::observe::lost(recipe, why);
+        }
+    }
+
+    /// [`lost`](Self::lost), counted for `recipe`.
+    pub(crate) async fn lost_for(&self, recipe: &'static str) -> Lost {
+        let why = self.lost().await;
+        self.count_loss(recipe, Some(why));
+        why
     }
 
     /// The lease the key is bound to.
@@ -91,10 +122,11 @@ impl Held {
         }
     }
 
-    pub(crate) async fn while_held<F: Future>(&self, work: F) -> Result<F::Output> {
+    /// Runs `work` until the hold is lost ([`lost_for`](Self::lost_for) `recipe`).
+    pub(crate) async fn while_held<F: Future>(&self, recipe: &'static str, work: F) -> Result<F::Output> {
         tokio::select! {
             biased;
-            lost = self.lost() => Err(Error::LockLost(lost)),
+            lost = self.lost_for(recipe) => Err(Error::LockLost(lost)),
             out = work => Ok(out),
         }
     }

@@ -17,6 +17,12 @@
 //! of its file. Every lock hands out a [`LockGuard`] whose [`fencing_token`](LockGuard::fencing_token)
 //! and [`txn`](LockGuard::txn) keep a holder that lost its lock from writing.
 //!
+//! # Cargo features
+//! - **`tls`** (default), **`tls-webpki-roots`**, **`tls-native-roots`**: etcd-wire's features of
+//!   the same names (`default-features = false` builds no rustls or ring).
+//! - **`metrics`**: lock wait, hold and loss through the `metrics` facade, and etcd-wire's RPC
+//!   metrics; [`observe`] lists what is recorded.
+//!
 //! # Guarantees
 //! - **A guard is a proof of ownership.** It owns its session (the lease lives while the guard
 //!   does); [`valid_until`](LockGuard::valid_until) is the instant before which the lock is provably
@@ -59,6 +65,7 @@ mod line;
 mod lock;
 mod mutex;
 mod naive;
+pub mod observe;
 mod queue;
 mod rpc_lock;
 mod rwmutex;

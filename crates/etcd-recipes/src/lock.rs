@@ -135,8 +135,10 @@ impl LockGuard {
     /// `release` (armed, holding the session slot) gives it back.
     pub(crate) fn new(held: Held, release: Cleanup, op: &OpTrace, keep_alive: Option<KeepAlive>) -> Self {
         op.note(|| format!("acquired with fencing token {}", held.revision));
-        let release = release.traced(op.tracer(), op.recipe());
-        LockGuard { held, release, stats: op.finish(), recipe: op.recipe(), _keep_alive: keep_alive }
+        let release = release.traced(op.tracer(), op.recipe()).holding(held.since());
+        let stats = op.finish();
+        crate::observe::acquired(op.recipe(), stats.elapsed);
+        LockGuard { held, release, stats, recipe: op.recipe(), _keep_alive: keep_alive }
     }
 
     /// The lock key (without the client's namespace).
@@ -189,14 +191,14 @@ impl LockGuard {
     /// [`valid_until`](Self::valid_until) passed with no fresher keep-alive answer. Cancel-safe;
     /// opens one watch on the key while it waits.
     pub async fn lost(&self) -> Lost {
-        self.held.lost().await
+        self.held.lost_for(self.recipe).await
     }
 
     /// Runs `work` only while the lock is held: cancels it (drops the future) the moment
     /// [`lost`](Self::lost) fires, and fails with [`Error::LockLost`]. Writes to etcd inside should
     /// still go through [`txn`](Self::txn): cancelling a future cannot recall a request in flight.
     pub async fn while_held<F: Future>(&self, work: F) -> Result<F::Output> {
-        self.held.while_held(work).await
+        self.held.while_held(self.recipe, work).await
     }
 
     /// Releases the lock. Fails with [`Error::NotOwner`] when the lock was already gone (the
@@ -207,6 +209,7 @@ impl LockGuard {
         if release.release("unlock").await? {
             return Ok(());
         }
+        held.count_loss(recipe, None);
         Err(Error::NotOwner(format!(
             "{recipe} lock key {} (revision {}) was already gone",
             String::from_utf8_lossy(&held.key),
