@@ -71,7 +71,7 @@ impl Election {
             Leadership { held: place.held.clone() }.proclaim(value).await?;
         }
         let place = place.wait_front_or_leave(&mut op).await?;
-        let held = place.keep();
+        let held = place.keep().started();
         op.note(|| format!("elected with fencing token {}", held.revision));
         crate::observe::acquired("election", op.finish().elapsed);
         Ok(Leadership { held })

@@ -66,10 +66,21 @@ struct Meter {
     loss_counted: AtomicBool,
 }
 
+impl Meter {
+    fn now() -> Arc<Meter> {
+        Arc::new(Meter { since: Instant::now(), loss_counted: AtomicBool::new(false) })
+    }
+}
+
 impl Held {
     pub(crate) fn new(session: &Session, key: Bytes, revision: i64) -> Self {
-        let meter = Arc::new(Meter { since: Instant::now(), loss_counted: AtomicBool::new(false) });
-        Held { session: session.clone(), key, revision, own_lease: None, meter }
+        Held { session: session.clone(), key, revision, own_lease: None, meter: Meter::now() }
+    }
+
+    /// The same key, held from now on (a waiter's key was created when it joined the line; its
+    /// hold begins when it reaches the front).
+    pub(crate) fn started(self) -> Self {
+        Held { meter: Meter::now(), ..self }
     }
 
     /// When the hold began.

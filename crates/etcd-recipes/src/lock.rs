@@ -135,6 +135,7 @@ impl LockGuard {
     /// `release` (armed, holding the session slot) gives it back.
     pub(crate) fn new(held: Held, release: Cleanup, op: &OpTrace, keep_alive: Option<KeepAlive>) -> Self {
         op.note(|| format!("acquired with fencing token {}", held.revision));
+        let held = held.started();
         let release = release.traced(op.tracer(), op.recipe()).holding(held.since());
         let stats = op.finish();
         crate::observe::acquired(op.recipe(), stats.elapsed);
