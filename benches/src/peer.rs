@@ -24,8 +24,9 @@ pub enum Lock {
 
 impl Lock {
     /// Every lock, in table order.
-    pub const ALL: [Lock; 5] = [
+    pub const ALL: [Lock; 6] = [
         Lock::Ours(Strategy::Mutex),
+        Lock::Ours(Strategy::Semaphore),
         Lock::Ours(Strategy::Naive),
         Lock::Ours(Strategy::LeaseTtl),
         Lock::Ours(Strategy::Rpc),

@@ -1,7 +1,7 @@
 //! The lock-strategy comparison, as a report: the `report` bench target runs it. `cargo xtask
 //! compare [--full] [--fsync]` is `cargo bench -p etcd-benches --bench report -- [--full] [--fsync]`.
 //!
-//! Every lock (our four strategies and etcd-client's server-side lock) runs at each contention
+//! Every lock (our five strategies and etcd-client's server-side lock) runs at each contention
 //! level, on separate clients and on one shared client, back to back against the same server, so
 //! machine noise hits them alike; then KV (etcd-wire vs etcd-client), election failover and lease
 //! keep-alive. It prints progress on stderr, the summary table, the ratios and the targets on

@@ -45,6 +45,7 @@ fn color_of(lock: Lock) -> RGBColor {
         Lock::Ours(Strategy::Naive) => RGBColor(214, 39, 40),
         Lock::Ours(Strategy::LeaseTtl) => RGBColor(255, 127, 14),
         Lock::Ours(Strategy::Rpc) => RGBColor(44, 160, 44),
+        Lock::Ours(Strategy::Semaphore) => RGBColor(148, 103, 189),
         Lock::Ours(_) => RGBColor(127, 127, 127),
         Lock::EtcdClientRpc => RGBColor(148, 103, 189),
     }

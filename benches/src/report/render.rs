@@ -15,6 +15,7 @@ use crate::peer::Lock;
 /// Labels of the locks the verdicts compare ([`crate::peer::Lock::label`]).
 const MUTEX: &str = "mutex";
 const NAIVE: &str = "naive";
+const SEMAPHORE: &str = "semaphore";
 const RPC: &str = "rpc";
 const PEER: &str = "etcd-client rpc";
 
@@ -229,8 +230,66 @@ impl Report<'_> {
                 pass: hi <= 4.0 + 1e-9,
             });
         }
+        out.extend(self.semaphore_verdicts());
         out.extend(self.floor_verdicts());
         out.extend(self.rpc_count_verdicts());
+        out
+    }
+
+    /// The Semaphore with one permit must behave like the Mutex (issue #15): 2 RPCs uncontended,
+    /// RPCs per acquisition flat in the number of waiters (one wake per release), no stall.
+    fn semaphore_verdicts(&self) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for &clients in &self.plan.clients {
+            let series: Vec<(usize, f64, f64)> = self
+                .plan
+                .contenders
+                .iter()
+                .filter_map(|&n| {
+                    let s = self.point(SEMAPHORE, n, clients)?;
+                    let vs_mutex =
+                        self.point(MUTEX, n, clients).map_or(0.0, |m| s.throughput() / m.throughput().max(1e-9));
+                    Some((n, s.rpcs_per_acquisition()?, vs_mutex))
+                })
+                .collect();
+            let Some(&(1, uncontended, _)) = series.first() else { continue };
+            let contended: Vec<_> = series.iter().filter(|(n, ..)| *n >= 2).collect();
+            out.push(Verdict {
+                target: format!(
+                    "Semaphore (1 permit) uncontended cycle is 2 RPCs, like the Mutex ({} clients)",
+                    clients.name()
+                ),
+                measured: format!("{uncontended:.2} per cycle"),
+                pass: (uncontended - 2.0).abs() < 1e-9,
+            });
+            if contended.len() < 2 {
+                continue;
+            }
+            let (lo, hi) = contended.iter().fold((f64::MAX, 0f64), |(lo, hi), (_, r, _)| (lo.min(*r), hi.max(*r)));
+            let show = contended
+                .iter()
+                .map(|(n, r, t)| format!("{n}→{r:.1} RPCs, ×{t:.2} the Mutex's locks/s"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.push(Verdict {
+                target: format!(
+                    "Semaphore (1 permit): RPCs/acquisition flat in the number of waiters, within ×1.5 ({} clients)",
+                    clients.name()
+                ),
+                measured: format!("{show} (max/min ×{:.2})", hi / lo.max(1e-9)),
+                pass: hi / lo.max(1e-9) <= 1.5,
+            });
+            if let Some(s) = self.point(SEMAPHORE, 16, clients) {
+                out.push(Verdict {
+                    target: format!(
+                        "Semaphore (1 permit) at 16 contenders: handoff p99 free of the ~100 ms stall ({} clients)",
+                        clients.name()
+                    ),
+                    measured: format!("handoff p99 {:.2} ms", ms(s.handoff(0.99))),
+                    pass: s.handoff(0.99) < Duration::from_millis(50),
+                });
+            }
+        }
         out
     }
 
@@ -392,7 +451,7 @@ impl Report<'_> {
 
     /// Throughput of each of our locks as a multiple of etcd-client's server-side lock.
     fn ratio_table(&self) -> String {
-        let ours = [Strategy::Mutex, Strategy::Naive, Strategy::LeaseTtl, Strategy::Rpc];
+        let ours = [Strategy::Mutex, Strategy::Semaphore, Strategy::Naive, Strategy::LeaseTtl, Strategy::Rpc];
         let mut out = String::from("| contenders | clients | etcd-client rpc locks/s |");
         for s in ours {
             let _ = write!(out, " {} ×throughput | {} ×wait p99 |", s.name(), s.name());
