@@ -484,11 +484,16 @@ impl Report<'_> {
         kv_table(&self.kv)
     }
 
-    /// The verdicts as a markdown table.
+    /// The verdicts as a markdown table; a miss with a known cause says it.
     fn verdict_table(verdicts: &[Verdict]) -> String {
         let mut out = String::from("| target | measured | verdict |\n|---|---|---|\n");
         for v in verdicts {
-            let _ = writeln!(out, "| {} | {} | {} |", v.target, v.measured, if v.pass { "PASS" } else { "**MISS**" });
+            let verdict = match (v.pass, v.cause()) {
+                (true, _) => "PASS".to_owned(),
+                (false, Some(cause)) => format!("**MISS**: {cause}"),
+                (false, None) => "**MISS**".to_owned(),
+            };
+            let _ = writeln!(out, "| {} | {} | {verdict} |", v.target, v.measured);
         }
         out
     }
