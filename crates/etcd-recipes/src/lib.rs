@@ -55,6 +55,7 @@ mod cleanup;
 mod election;
 mod error;
 mod held;
+mod latch;
 mod line;
 mod lock;
 mod mutex;
@@ -75,6 +76,7 @@ pub use error::{Error, Result};
 /// The client these recipes run on, re-exported so `guard.txn()` users need no second dependency.
 pub use etcd_wire;
 pub use held::Lost;
+pub use latch::{LatchBuilder, LatchState, LeaderLatch};
 pub use lock::{DistributedLock, LockGuard, Strategy};
 pub use mutex::Mutex;
 pub use naive::NaiveLock;
