@@ -143,6 +143,22 @@ impl LatchBuilder {
 ///
 /// Dropping it stops the task, which revokes its lease (removing its key) in the background;
 /// [`close`](Self::close) does the same and waits for it.
+///
+/// ```no_run
+/// # async fn demo(client: etcd_recipes::etcd_wire::Client) -> etcd_recipes::Result<()> {
+/// use etcd_recipes::{LatchState, LeaderLatch};
+///
+/// let latch = LeaderLatch::builder(&client, "scheduler").value("host-a").ttl(10).start()?;
+/// loop {
+///     let LatchState::Leader { token, .. } = latch.wait_leader().await? else { continue };
+///     // Work in steps, each only while still leader by our clock; fence writes with `token`.
+///     while latch.is_leader() {
+///         # let _ = token;
+///         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct LeaderLatch {
     state: watch::Receiver<LatchState>,
