@@ -238,7 +238,7 @@ async fn run(cfg: LatchBuilder, state: watch::Sender<LatchState>, stop: watch::R
         }
         let session = tokio::select! {
             biased;
-            () = stopped(&stop) => return Ok(()),
+            () = stopped(&stop) => return closed(&state),
             s = builder.build() => s,
         };
         match session {
@@ -268,11 +268,17 @@ async fn run(cfg: LatchBuilder, state: watch::Sender<LatchState>, stop: watch::R
         }
         tokio::select! {
             biased;
-            () = stopped(&stop) => return Ok(()),
+            () = stopped(&stop) => return closed(&state),
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Closed between terms (no session to revoke): the last state is `Lost`.
+fn closed(state: &watch::Sender<LatchState>) -> Result<()> {
+    state.send_replace(LatchState::Lost);
+    Ok(())
 }
 
 /// Resolves once the latch is closed or dropped.
