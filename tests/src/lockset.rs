@@ -253,6 +253,20 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A leader latch's state, sampled (latch mode): it leads by its own clock, until `valid_until_ms`.
+    LatchLeader {
+        /// The fencing token.
+        token: i64,
+        /// `valid_until` then, in ms since the epoch.
+        valid_until_ms: u64,
+    },
+    /// A leader latch's state (latch mode): campaigning; the leader's value, if known.
+    LatchFollower {
+        /// The leader's value (`-`: none observed yet).
+        leader: String,
+    },
+    /// A leader latch's state (latch mode): leadership or session just lost.
+    LatchLost,
     /// The worker finished.
     Done {
         /// Writes it attempted.
@@ -321,6 +335,9 @@ impl fmt::Display for LogLine {
             Event::Error { stage, error } => write!(f, "error {t} {stage} {}", one_line(error)),
             Event::Elected { token } => write!(f, "elected {t} {token}"),
             Event::LostLeadership { reason } => write!(f, "lost-leadership {t} {}", one_line(reason)),
+            Event::LatchLeader { token, valid_until_ms } => write!(f, "latch-leader {t} {token} {valid_until_ms}"),
+            Event::LatchFollower { leader } => write!(f, "latch-follower {t} {}", one_line(leader)),
+            Event::LatchLost => write!(f, "latch-lost {t}"),
             Event::Done { ops } => write!(f, "done {t} {ops}"),
         }
     }
@@ -364,6 +381,9 @@ impl FromStr for LogLine {
             "error" => Event::Error { stage: word(0)?.to_owned(), error: tail(1) },
             "elected" => Event::Elected { token: word(0)?.parse()? },
             "lost-leadership" => Event::LostLeadership { reason: rest.to_owned() },
+            "latch-leader" => Event::LatchLeader { token: word(0)?.parse()?, valid_until_ms: word(1)?.parse()? },
+            "latch-follower" => Event::LatchFollower { leader: rest.to_owned() },
+            "latch-lost" => Event::LatchLost,
             "done" => Event::Done { ops: word(0)?.parse()? },
             other => bail!("unknown worker line kind {other:?} in {s:?}"),
         };
@@ -378,6 +398,8 @@ pub enum WorkerMode {
     Lock(Mode),
     /// Campaign in an election, hold leadership until the session ends, campaign again.
     Elect,
+    /// Run a `LeaderLatch` and print each change of its state (`latch-*` lines).
+    Latch,
 }
 
 /// The command line of one `lockset_worker` process (`key=value` arguments).
@@ -411,6 +433,7 @@ impl WorkerArgs {
         let mode = match self.mode {
             WorkerMode::Lock(m) => m.name(),
             WorkerMode::Elect => "elect",
+            WorkerMode::Latch => "latch",
         };
         let mut args = vec![
             format!("endpoints={}", self.endpoints.join(",")),
@@ -441,6 +464,7 @@ impl WorkerArgs {
         let get = |k: &str| map.get(k).cloned().with_context(|| format!("missing {k}=..."));
         let mode = match get("mode")?.as_str() {
             "elect" => WorkerMode::Elect,
+            "latch" => WorkerMode::Latch,
             m => WorkerMode::Lock(m.parse()?),
         };
         let hold = get("hold")?;
@@ -513,7 +537,11 @@ fn holding(lines: &[LogLine]) -> (bool, bool) {
             | Event::Done { .. }
             | Event::Start { .. }
             | Event::Session { .. } => return (false, false),
-            Event::Elected { .. } | Event::LostLeadership { .. } => {}
+            Event::Elected { .. }
+            | Event::LostLeadership { .. }
+            | Event::LatchLeader { .. }
+            | Event::LatchFollower { .. }
+            | Event::LatchLost => {}
         }
     }
     (false, false)

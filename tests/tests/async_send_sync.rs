@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
-use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, Semaphore, Session};
+use etcd_recipes::{DistributedLock, Election, LeaderLatch, Leadership, LockGuard, Mutex, Semaphore, Session};
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
@@ -52,6 +52,17 @@ fn recipe_futures(
     send(lead.resign());
     send(s.close());
     send(s.lost());
+}
+
+fn latch_futures(latch: &LeaderLatch, owned: LeaderLatch) {
+    send(latch.wait_leader());
+    send(owned.close());
+}
+
+#[test]
+fn latch_handles_are_send_and_sync() {
+    send_sync::<LeaderLatch>();
+    send_sync::<etcd_recipes::LatchState>();
 }
 
 #[test]

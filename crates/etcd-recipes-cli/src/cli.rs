@@ -111,7 +111,15 @@ With PROPOSAL: campaigns with it as the value; once elected, prints the leader k
 proposal on two lines and holds leadership until SIGINT or SIGTERM, then resigns.
 
 With -l: prints the leader key and value on two lines, then again each time the leader or its
-value changes, until SIGINT or SIGTERM.";
+value changes, until SIGINT or SIGTERM.
+
+With --latch and a CMD after `--`: a leader latch. Runs CMD only while leader, with
+ETCD_LEADER_KEY (the leader key) and ETCD_LEADER_REV (the fencing token) in its environment. When
+leadership is lost (the session ends, the key is deleted, or its validity passes by the local
+clock, which is before any other candidate can be elected), CMD gets SIGTERM, then SIGKILL after
+5 s; the tool campaigns again with a new session and runs CMD again once elected. It stops when
+CMD exits by itself (exit code: CMD's), or on SIGINT/SIGTERM: passed on to a running CMD (exit
+code: CMD's; a second signal kills it), or, while not leading, exit code 0.";
 
 const ELECT_AFTER: &str = "\
 Examples:
@@ -125,8 +133,12 @@ Examples:
   etcdctl elect scheduler host-b &
   etcd-recipes elect -l scheduler
 
-Exit codes: 0 resigned or stopped observing on a signal; 1 error; 3 session lost while leader;
-130/143 signalled while campaigning.";
+  # Run the scheduler only while leader; on every host, forever (a leader latch)
+  etcd-recipes --ttl 10 elect --latch scheduler host-a -- sh -c './scheduler --fence \"$ETCD_LEADER_REV\"'
+
+Exit codes: 0 resigned or stopped observing on a signal (--latch: signalled while not leading);
+1 error; 3 session lost while leader; 130/143 signalled while campaigning; --latch: N CMD's exit
+code when it ended (128+signal if killed).";
 
 const TRACE_ABOUT: &str = "Runs lock or elect with --trace: every RPC and watch event on stderr";
 
@@ -284,13 +296,22 @@ pub struct ElectArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
 
-    /// The value to campaign with (required unless -l)
-    #[arg(value_name = "PROPOSAL", required_unless_present = "listen", conflicts_with = "listen")]
+    /// The value to campaign with (required unless -l; with --latch, default <hostname>-<pid>)
+    #[arg(value_name = "PROPOSAL", required_unless_present_any = ["listen", "latch"], conflicts_with = "listen")]
     pub proposal: Option<String>,
 
     /// Observation mode: print each leader's key and value as it changes
     #[arg(short = 'l', long)]
     pub listen: bool,
+
+    /// Leader latch: run CMD (after `--`) only while leader; stop it when leadership is lost,
+    /// campaign again with a new session, and run it again once elected again
+    #[arg(long, requires = "command", conflicts_with = "listen")]
+    pub latch: bool,
+
+    /// With --latch: the command to run while leader, after `--`
+    #[arg(value_name = "CMD", last = true, requires = "latch")]
+    pub command: Vec<String>,
 }
 
 /// `bench [--strategies ...] [--contenders ...] [--seconds S]`.
@@ -402,6 +423,24 @@ mod tests {
     fn definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn elect_latch_takes_its_command_after_double_dash_only() {
+        let cli =
+            parse(&["elect", "--latch", "sched", "host-a", "--", "sh", "-c", "x"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Elect(a) = &cli.command else { panic!("not elect") };
+        assert!(a.latch);
+        assert_eq!(
+            (a.proposal.as_deref(), &a.command[..]),
+            (Some("host-a"), &["sh", "-c", "x"].map(str::to_owned)[..])
+        );
+        let cli = parse(&["elect", "--latch", "sched", "--", "true"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Elect(a) = &cli.command else { panic!("not elect") };
+        assert_eq!((a.proposal.as_deref(), &a.command[..]), (None, &["true".to_owned()][..]));
+        assert!(parse(&["elect", "--latch", "sched", "host-a"]).is_err(), "--latch needs CMD");
+        assert!(parse(&["elect", "sched", "host-a", "--", "true"]).is_err(), "CMD needs --latch");
+        assert!(parse(&["elect", "-l", "--latch", "sched", "--", "true"]).is_err());
     }
 
     #[test]

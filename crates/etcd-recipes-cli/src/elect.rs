@@ -1,4 +1,4 @@
-//! `etcd-recipes elect NAME PROPOSAL` and `etcd-recipes elect -l NAME`.
+//! `etcd-recipes elect NAME PROPOSAL` and `etcd-recipes elect -l NAME` (and `--latch`, in `latch.rs`).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -25,6 +25,10 @@ pub(crate) async fn run(
     trace: &CliTrace,
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
+    if args.latch {
+        let proposal = args.proposal.clone().unwrap_or_else(default_proposal);
+        return crate::latch::run(args, proposal, g, trace, signals).await;
+    }
     let session = start(g, trace, signals).await?;
     let election = match Election::new(&session, &args.name) {
         Ok(e) => e.with_tracer(trace.recipes()),
@@ -42,6 +46,14 @@ pub(crate) async fn run(
         close_session(&session, CLEANUP_LIMIT, trace).await;
     }
     result
+}
+
+/// `<hostname>-<pid>`: what a latch without a PROPOSAL stands with, so observers can tell who leads.
+fn default_proposal() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let pid = std::process::id();
+    if host.is_empty() { pid.to_string() } else { format!("{host}-{pid}") }
 }
 
 /// Campaigns with `proposal`; once elected prints the leader key and value, then holds

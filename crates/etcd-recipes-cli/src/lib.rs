@@ -5,6 +5,7 @@
 //! etcd-recipes [--endpoints ...] lock NAME [-- CMD ARGS...]     # hold a lock while CMD runs
 //! etcd-recipes [--endpoints ...] elect NAME PROPOSAL             # campaign, lead until signalled
 //! etcd-recipes [--endpoints ...] elect -l NAME                   # print each leader as it changes
+//! etcd-recipes [--endpoints ...] elect --latch NAME -- CMD       # run CMD only while leader, again and again
 //! etcd-recipes trace lock NAME ...                               # the same, with every RPC on stderr
 //! ```
 //!
@@ -20,6 +21,7 @@ mod child;
 mod connect;
 mod elect;
 mod hold;
+mod latch;
 mod lock;
 mod signals;
 mod trace;

@@ -16,7 +16,7 @@ use crate::signals::{self, Signals};
 use crate::trace::CliTrace;
 
 /// How long CMD has to exit after SIGTERM when the lock is lost, before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long releasing the lock and revoking the session may take at exit.
 const RELEASE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the (best-effort) clean-up may take once the lock is lost or etcd is in doubt.

@@ -13,6 +13,11 @@
 //! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
 //! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
 //!
+//! | recipe | for | state | crash of the leader |
+//! |---|---|---|---|
+//! | [`Election`] | one campaign: a [`Leadership`] to hold, proclaim and resign | `observe()` stream of leaders | next leader at the session TTL |
+//! | [`LeaderLatch`] | "do work while leader": campaigns again after every loss, with a new lease | a `watch` of [`LatchState`]; `is_leader()` false once `valid_until` passes by the local clock | next leader at the TTL, after the old one stopped claiming |
+//!
 //! Every recipe binds its keys to a [`Session`]'s lease and states its algorithm in RPCs at the top
 //! of its file. Every lock hands out a [`LockGuard`] whose [`fencing_token`](LockGuard::fencing_token)
 //! and [`txn`](LockGuard::txn) keep a holder that lost its lock from writing.
@@ -61,6 +66,7 @@ mod cleanup;
 mod election;
 mod error;
 mod held;
+mod latch;
 mod line;
 mod lock;
 mod mutex;
@@ -82,6 +88,7 @@ pub use error::{Error, Result};
 /// The client these recipes run on, re-exported so `guard.txn()` users need no second dependency.
 pub use etcd_wire;
 pub use held::Lost;
+pub use latch::{LatchBuilder, LatchState, LeaderLatch};
 pub use lock::{DistributedLock, LockGuard, Strategy};
 pub use mutex::Mutex;
 pub use naive::NaiveLock;

@@ -13,8 +13,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_recipes::{DistributedLock, Election, Error, Session};
-use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, epoch_ms, ops_prefix};
+use etcd_recipes::{DistributedLock, Election, Error, LatchState, LeaderLatch, Session};
+use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, epoch_ms, now_ms, ops_prefix};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -52,6 +52,9 @@ async fn main() -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
+    if cfg.mode == WorkerMode::Latch {
+        return latch_loop(&client, &cfg, deadline).await;
+    }
     let Some(session) = new_session(&client, &cfg, deadline, true).await else {
         emit(Event::Done { ops: 0 });
         return Ok(());
@@ -59,6 +62,7 @@ async fn main() -> Result<()> {
     match cfg.mode {
         WorkerMode::Lock(mode) => lock_loop(&client, &cfg, mode, session, deadline).await,
         WorkerMode::Elect => elect_loop(&client, &cfg, session, deadline).await,
+        WorkerMode::Latch => unreachable!("handled above"),
     }
 }
 
@@ -223,5 +227,43 @@ async fn elect_loop(client: &Client, cfg: &WorkerArgs, mut session: Session, dea
     }
     emit(Event::Done { ops: 0 });
     let _ = timeout(RELEASE_LIMIT, session.close()).await;
+    Ok(())
+}
+
+/// Runs a `LeaderLatch` with the worker's ID as its value. On every state change, and every 50 ms,
+/// stamps the time, *then* takes the state: a `latch-leader` line's time is one at which
+/// `is_leader()` held, so its interval up to `valid_until` is what this process claims. Prints a
+/// line when the state differs from the last one printed.
+async fn latch_loop(client: &Client, cfg: &WorkerArgs, deadline: Instant) -> Result<()> {
+    let ttl = i64::try_from(cfg.ttl_secs).unwrap_or(i64::MAX);
+    let latch = LeaderLatch::builder(client, &cfg.name).value(cfg.id.clone()).ttl(ttl).start()?;
+    let mut changes = latch.subscribe();
+    let mut last: Option<Event> = None;
+    while Instant::now() < deadline && !cfg.stop_requested() {
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = sleep(Duration::from_millis(50)) => {}
+        }
+        let t_ms = now_ms();
+        let state = latch.state();
+        let event = match &state {
+            LatchState::Leader { token, valid_until, .. } if state.is_leader() => {
+                Event::LatchLeader { token: *token, valid_until_ms: epoch_ms(Some(*valid_until)).unwrap_or(t_ms) }
+            }
+            LatchState::Leader { .. } | LatchState::Lost => Event::LatchLost,
+            LatchState::Follower { leader } => Event::LatchFollower {
+                leader: leader.as_ref().map_or_else(|| "-".to_owned(), |kv| kv.value_str().into_owned()),
+            },
+            _ => continue,
+        };
+        if last.as_ref() != Some(&event) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", LogLine { t_ms, event: event.clone() });
+            let _ = out.flush();
+            last = Some(event);
+        }
+    }
+    let _ = timeout(RELEASE_LIMIT, latch.close()).await;
+    emit(Event::Done { ops: 0 });
     Ok(())
 }
