@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
-use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, Semaphore, Session};
+use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, ResumeToken, Semaphore, Session};
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
@@ -54,6 +54,11 @@ fn recipe_futures(
     send(s.lost());
 }
 
+fn resume_futures(s: &Session, m: &Mutex, token: &ResumeToken) {
+    send(Session::resume(s.client(), 1));
+    send(m.resume(token));
+}
+
 #[test]
 fn handles_are_send_and_sync() {
     send_sync::<Client>();
@@ -62,6 +67,7 @@ fn handles_are_send_and_sync() {
     send_sync::<Semaphore>();
     send_sync::<Election>();
     send_sync::<LockGuard>();
+    send_sync::<ResumeToken>();
     send_sync::<etcd_wire::KeepAlive>();
     send_sync::<Box<dyn DistributedLock>>();
 }

@@ -13,6 +13,11 @@
 //! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
 //! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
 //!
+//! A [`Mutex`] lock survives a restart of its holder: persist the guard's
+//! [`resume_token`](LockGuard::resume_token), and take the lock back with [`Session::resume`] and
+//! [`Mutex::resume`] (one Txn, no waiting in line, the same fencing token) or learn precisely why
+//! it is lost ([`Unresumable`]).
+//!
 //! Every recipe binds its keys to a [`Session`]'s lease and states its algorithm in RPCs at the top
 //! of its file. Every lock hands out a [`LockGuard`] whose [`fencing_token`](LockGuard::fencing_token)
 //! and [`txn`](LockGuard::txn) keep a holder that lost its lock from writing.
@@ -60,6 +65,7 @@ mod lock;
 mod mutex;
 mod naive;
 mod queue;
+mod resume;
 mod rpc_lock;
 mod rwmutex;
 mod semaphore;
@@ -79,6 +85,7 @@ pub use lock::{DistributedLock, LockGuard, Strategy};
 pub use mutex::Mutex;
 pub use naive::NaiveLock;
 pub use queue::{PriorityQueue, Queue};
+pub use resume::{ResumeToken, Unresumable};
 pub use rpc_lock::RpcLock;
 pub use rwmutex::RwMutex;
 pub use semaphore::Semaphore;
