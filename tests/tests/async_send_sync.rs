@@ -4,7 +4,9 @@
 
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
-use etcd_recipes::{DistributedLock, Election, Leadership, LockGuard, Mutex, ResumeToken, Semaphore, Session};
+use etcd_recipes::{
+    DistributedLock, Election, Leadership, LockGuard, MultiGuard, MultiLock, Mutex, ResumeToken, Semaphore, Session,
+};
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
@@ -59,6 +61,13 @@ fn resume_futures(s: &Session, m: &Mutex, token: &ResumeToken) {
     send(m.resume(token));
 }
 
+fn multilock_futures(m: &MultiLock, g: MultiGuard) {
+    send(m.lock());
+    send(m.try_lock());
+    send(g.lost());
+    send(g.unlock());
+}
+
 #[test]
 fn handles_are_send_and_sync() {
     send_sync::<Client>();
@@ -68,6 +77,8 @@ fn handles_are_send_and_sync() {
     send_sync::<Election>();
     send_sync::<LockGuard>();
     send_sync::<ResumeToken>();
+    send_sync::<MultiLock>();
+    send_sync::<MultiGuard>();
     send_sync::<etcd_wire::KeepAlive>();
     send_sync::<Box<dyn DistributedLock>>();
 }
