@@ -10,8 +10,10 @@
 //! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |
 //! | [`Semaphore`] (N permits; 1 as a strategy) | the first waiter on the N holders, the rest on their predecessor | the first waiter (its mark then the next) | released at the session TTL |
 //!
-//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
-//! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
+//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`MultiLock`] (several
+//! Mutexes taken as one, in one global order, so never deadlocked), [`Barrier`],
+//! [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and software transactional memory ([`stm`])
+//! with its four [`Isolation`] levels.
 //!
 //! A [`Mutex`] lock survives a restart of its holder: persist the guard's
 //! [`resume_token`](LockGuard::resume_token), and take the lock back with [`Session::resume`] and
