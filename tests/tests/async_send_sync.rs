@@ -4,7 +4,10 @@
 
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
-use etcd_recipes::{DistributedLock, Election, LeaderLatch, Leadership, LockGuard, Mutex, Semaphore, Session};
+use etcd_recipes::{
+    DistributedLock, Election, LeaderLatch, Leadership, LockGuard, MultiGuard, MultiLock, Mutex, ResumeToken, Semaphore,
+    Session,
+};
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
 fn send<T: Send>(_: T) {}
@@ -65,6 +68,18 @@ fn latch_handles_are_send_and_sync() {
     send_sync::<etcd_recipes::LatchState>();
 }
 
+fn resume_futures(s: &Session, m: &Mutex, token: &ResumeToken) {
+    send(Session::resume(s.client(), 1));
+    send(m.resume(token));
+}
+
+fn multilock_futures(m: &MultiLock, g: MultiGuard) {
+    send(m.lock());
+    send(m.try_lock());
+    send(g.lost());
+    send(g.unlock());
+}
+
 #[test]
 fn handles_are_send_and_sync() {
     send_sync::<Client>();
@@ -73,6 +88,9 @@ fn handles_are_send_and_sync() {
     send_sync::<Semaphore>();
     send_sync::<Election>();
     send_sync::<LockGuard>();
+    send_sync::<ResumeToken>();
+    send_sync::<MultiLock>();
+    send_sync::<MultiGuard>();
     send_sync::<etcd_wire::KeepAlive>();
     send_sync::<Box<dyn DistributedLock>>();
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use etcd_harness::{ClientTls, ClusterConfig, EtcdCluster, TcpProxy};
 use etcd_recipes::{
-    Barrier, DoubleBarrier, Election, Error as RecipeError, LeaseTtlLock, Mutex, NaiveLock, PriorityQueue, Queue,
-    RpcLock, RwMutex, Semaphore, Session, Strategy,
+    Barrier, DoubleBarrier, Election, Error as RecipeError, LeaseTtlLock, MultiLock, Mutex, NaiveLock, PriorityQueue,
+    Queue, ResumeToken, RpcLock, RwMutex, Semaphore, Session, Strategy,
 };
 use etcd_tests::single;
 use etcd_wire::{
@@ -144,6 +144,51 @@ async fn every_bad_input_gets_a_typed_error_and_writes_nothing() -> Result<()> {
         "Semaphore::new(&s, name, 0)",
         "InvalidArgument",
         Semaphore::new(&s, "bad/sem", 0)
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "no lock names",
+        "MultiLock::new(&s, [])",
+        "InvalidArgument",
+        MultiLock::new(&s, Vec::<&str>::new())
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "empty lock name",
+        "MultiLock::new(&s, [name, \"\"])",
+        "InvalidArgument",
+        MultiLock::new(&s, ["bad/multi", ""])
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "malformed resume token",
+        "\"garbage\".parse::<ResumeToken>()",
+        "InvalidResumeToken",
+        "garbage".parse::<ResumeToken>()
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "resume token of another lease",
+        "Mutex::new(&s, name)?.resume(&token)",
+        "InvalidArgument",
+        Mutex::new(&s, "bad/resume")?.resume(&ResumeToken::new(s.lease_id() + 1, "bad/resume/1", 2)?).await
+    );
+    case!(
+        t,
+        &c,
+        "bad/",
+        "resume of an unknown lease",
+        "Session::resume(&c, unknown)",
+        "NotResumable",
+        Session::resume(&c, 0x7fff_0000_0000_0001).await
     );
     case!(t, &c, "bad/", "empty prefix", "Barrier::new(&c, \"\")", "InvalidArgument", Barrier::new(&c, ""));
     case!(

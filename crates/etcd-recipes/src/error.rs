@@ -41,6 +41,13 @@ pub enum Error {
     /// The lock or leadership can no longer be trusted; from [`LockGuard::while_held`](crate::LockGuard::while_held).
     #[error("lock lost: {0}")]
     LockLost(crate::Lost),
+    /// A lock could not be resumed from its [`ResumeToken`](crate::ResumeToken): it is no longer
+    /// the token's, for the reason given.
+    #[error("cannot resume the lock: {0}")]
+    NotResumable(crate::Unresumable),
+    /// The text is not a [`ResumeToken`](crate::ResumeToken), or its parts are out of range.
+    #[error("invalid resume token: {0}")]
+    InvalidResumeToken(String),
     /// An error from etcd or the transport. A lease the recipe relies on being gone is never
     /// reported here: it is [`Error::SessionExpired`].
     #[error(transparent)]

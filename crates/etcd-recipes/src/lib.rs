@@ -10,8 +10,15 @@
 //! | [`RpcLock`] | inside etcd (`v3lock`) | one waiter, ~100 ms later | released at the session TTL |
 //! | [`Semaphore`] (N permits; 1 as a strategy) | the first waiter on the N holders, the rest on their predecessor | the first waiter (its mark then the next) | released at the session TTL |
 //!
-//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`Barrier`], [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and
-//! software transactional memory ([`stm`]) with its four [`Isolation`] levels.
+//! etcd's other recipes: [`RwMutex`], [`Semaphore`] (up to N holders), [`MultiLock`] (several
+//! Mutexes taken as one, in one global order, so never deadlocked), [`Barrier`],
+//! [`DoubleBarrier`], [`Queue`], [`PriorityQueue`] and software transactional memory ([`stm`])
+//! with its four [`Isolation`] levels.
+//!
+//! A [`Mutex`] lock survives a restart of its holder: persist the guard's
+//! [`resume_token`](LockGuard::resume_token), and take the lock back with [`Session::resume`] and
+//! [`Mutex::resume`] (one Txn, no waiting in line, the same fencing token) or learn precisely why
+//! it is lost ([`Unresumable`]).
 //!
 //! | recipe | for | state | crash of the leader |
 //! |---|---|---|---|
@@ -69,10 +76,12 @@ mod held;
 mod latch;
 mod line;
 mod lock;
+mod multilock;
 mod mutex;
 mod naive;
 pub mod observe;
 mod queue;
+mod resume;
 mod rpc_lock;
 mod rwmutex;
 mod semaphore;
@@ -90,9 +99,11 @@ pub use etcd_wire;
 pub use held::Lost;
 pub use latch::{LatchBuilder, LatchState, LeaderLatch};
 pub use lock::{DistributedLock, LockGuard, Strategy};
+pub use multilock::{MultiGuard, MultiLock};
 pub use mutex::Mutex;
 pub use naive::NaiveLock;
 pub use queue::{PriorityQueue, Queue};
+pub use resume::{ResumeToken, Unresumable};
 pub use rpc_lock::RpcLock;
 pub use rwmutex::RwMutex;
 pub use semaphore::Semaphore;

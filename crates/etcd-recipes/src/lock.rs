@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use crate::cleanup::Cleanup;
 use crate::error::{Error, Result};
 use crate::held::{Held, Lost};
+use crate::resume::ResumeToken;
 use crate::session::Session;
 use crate::trace::{OpStats, OpTrace, Tracer};
 
@@ -156,6 +157,13 @@ impl LockGuard {
     /// The lease the lock key is bound to.
     pub fn lease_id(&self) -> i64 {
         self.held.lease_id()
+    }
+
+    /// What a restarted process needs to take this lock back without waiting in line (lease, key,
+    /// fencing token): persist its text form, then [`Session::resume`] and
+    /// [`Mutex::resume`](crate::Mutex::resume).
+    pub fn resume_token(&self) -> ResumeToken {
+        ResumeToken::of(&self.held)
     }
 
     /// The session the lock was taken with (the guard keeps it alive).

@@ -16,6 +16,8 @@
 //! - try_lock: the same first Txn; with a predecessor, a fenced delete of our key and `Locked`.
 //! - unlock: `Txn If(CreateRevision(me) == my revision) Then Delete(me)`: a stale or repeated
 //!   unlock never deletes a newer holder's key (etcd #22082).
+//! - resume (a restarted holder, from its [`ResumeToken`]): one read-only Txn
+//!   `If(CreateRevision(me) == token, Lease(me) == lease)`, no place in line (`resume.rs`).
 //!
 //! Faults of the reference this avoids: a waiter whose session ends fails at once with
 //! `SessionExpired` (etcd #19597); `lock` never succeeds once our key is gone (etcd #9921,
@@ -29,6 +31,7 @@ use futures::future::BoxFuture;
 use crate::error::{Error, Result};
 use crate::line::{Rule, join, my_key};
 use crate::lock::{DistributedLock, LockGuard, Strategy};
+use crate::resume::{ResumeToken, take_back};
 use crate::session::Session;
 use crate::trace::Tracer;
 use crate::wait::check_name;
@@ -85,6 +88,18 @@ impl Mutex {
         }
         place.leave(&mut op).await?;
         Err(Error::Locked)
+    }
+
+    /// Takes back the lock `token` names (from a [`LockGuard::resume_token`] of this mutex, in
+    /// this or a previous process) without waiting in line: one read-only Txn checks that the key
+    /// is still that incarnation on this session's lease, and the guard is the original (same
+    /// fencing token). Fails with [`Error::NotResumable`] saying why the lock is no longer the
+    /// token's, [`Error::Locked`] while another task of this session holds it, and
+    /// [`Error::InvalidArgument`] for a token of another lease or lock. The session is usually
+    /// [`Session::resume`]`(client, token.lease_id())`. Algorithm: `resume.rs`.
+    pub async fn resume(&self, token: &ResumeToken) -> Result<LockGuard> {
+        let mut op = self.tracer.op(self.session.client(), "mutex", "resume");
+        take_back(&self.session, self.key(), token, &mut op).await
     }
 }
 impl DistributedLock for Mutex {

@@ -7,6 +7,8 @@
 //!   shared `LeaseKeepAlive` stream, refreshed every TTL/3.
 //! - `close`: stop refreshing, then `LeaseRevoke`, which deletes every key bound to the lease.
 //! - `orphan`: stop refreshing only; the lease expires by itself after its TTL.
+//! - `resume` (a restarted process, its lease from a [`ResumeToken`](crate::ResumeToken)): as
+//!   `new` with an existing lease: `LeaseTimeToLive`, then the keep-alive stream.
 //!
 //! [`Session::lost`] resolves when the lease can no longer be trusted: the server said it expired
 //! or was revoked, no keep-alive answer arrived before its deadline, or the session was closed or
@@ -168,6 +170,20 @@ impl Session {
     /// A session with a fresh lease of the default TTL (60 s).
     pub async fn new(client: &Client) -> Result<Session> {
         Session::builder(client).build().await
+    }
+
+    /// A session on an existing lease that a previous process (or client) kept alive, e.g. the
+    /// lease of a [`ResumeToken`](crate::ResumeToken): `LeaseTimeToLive`, then the lease joins
+    /// the client's keep-alive stream. Fails with [`Error::NotResumable`]`(`[`LeaseExpired`](crate::Unresumable::LeaseExpired)`)`
+    /// when the lease is gone. See "One holder per session and name" above: resume a lease once.
+    pub async fn resume(client: &Client, lease_id: i64) -> Result<Session> {
+        if lease_id <= 0 {
+            return Err(Error::invalid(format!("lease id {lease_id} is not positive")));
+        }
+        match Session::builder(client).lease(lease_id).build().await {
+            Err(Error::SessionExpired) => Err(Error::NotResumable(crate::Unresumable::LeaseExpired)),
+            other => other,
+        }
     }
 
     /// A builder, to set the TTL or adopt an existing lease.

@@ -3,7 +3,8 @@
 //!
 //! - `count`: N times, take the lock, read the counter key `NAME-counter`, write it back plus one
 //!   through the guard's fenced Txn, release. Prints `done N`.
-//! - `hold`: take the lock, print `locked <fencing token> <lease id hex>`, then sleep until killed.
+//! - `hold`: take the lock, print `locked <fencing token> <lease id hex> <resume token>`, then
+//!   sleep until killed.
 //!
 //! The session (and the lease TTL lock's own lease) has a TTL of `TTL` seconds (default 60).
 
@@ -47,7 +48,7 @@ async fn main() -> Result<()> {
         }
         "hold" => {
             let guard = lock.lock().await?;
-            println!("locked {} {:x}", guard.fencing_token(), guard.lease_id());
+            println!("locked {} {:x} {}", guard.fencing_token(), guard.lease_id(), guard.resume_token());
             std::io::stdout().flush()?;
             tokio::time::sleep(Duration::from_secs(3600)).await;
             drop(guard);
