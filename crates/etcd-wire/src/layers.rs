@@ -6,7 +6,7 @@ use std::path::Path;
 /// The modules, bottom layer first; a module may use any module of an earlier line.
 const LAYERS: &[&[&str]] = &[
     &["pb", "generated", "error", "options"],
-    &["range", "tls_refusal"],
+    &["range", "tls_refusal", "observe"],
     &["namespace", "transport"],
     &["types", "rpc"],
     &["streams"],
