@@ -5,8 +5,8 @@
 #![allow(dead_code, clippy::let_underscore_future, reason = "compile-time assertions only")]
 
 use etcd_recipes::{
-    DistributedLock, Election, LeaderLatch, Leadership, LockGuard, MultiGuard, MultiLock, Mutex, ResumeToken, Semaphore,
-    Session,
+    DistributedLock, Election, LeaderLatch, Leadership, LockGuard, MultiGuard, MultiLock, Mutex, ResumeToken,
+    Semaphore, Session,
 };
 use etcd_wire::{Client, ClientOptions, DowngradeAction, GetOptions, GetStream, PutOptions, Txn, WatchOptions};
 
