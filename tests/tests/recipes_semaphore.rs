@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use etcd_recipes::{DistributedLock, Error, LockGuard, OpStats, Semaphore, Session, Strategy};
+use etcd_recipes::{Error, LockGuard, OpStats, Semaphore, Session, Strategy};
 use etcd_tests::history::{self, Record, Step};
 use etcd_tests::lockset::{epoch_ms, now_ms};
 use etcd_tests::{Steps, eventually, single, wait_for_keys};
@@ -359,41 +359,5 @@ async fn rpcs_per_acquisition_are_flat_in_the_number_of_waiters() -> Result<()> 
     Ok(())
 }
 
-/// With one permit it is a mutex: the lock-history check for one holder, through the common
-/// trait (`Strategy::Semaphore`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_permit_is_a_mutex() -> Result<()> {
-    const CONTENDERS: usize = 4;
-    let etcd = single()?;
-    let records = Arc::new(StdMutex::new(Vec::<Record>::new()));
-    let mut tasks = Vec::new();
-    for i in 0..CONTENDERS {
-        let client = connect(&etcd.endpoints()).await?;
-        let records = records.clone();
-        tasks.push(tokio::spawn(async move {
-            let me = format!("c{i}");
-            let record =
-                |step| records.lock().unwrap_or_else(|e| e.into_inner()).push(Record::new(&me, now_ms(), step));
-            let session = Session::new(&client).await?;
-            let lock: Box<dyn DistributedLock> = Strategy::Semaphore.new_lock(&session, "mutex")?;
-            for _ in 0..5 {
-                record(Step::Invoke);
-                let guard = lock.lock().await?;
-                let token = guard.fencing_token();
-                record(Step::Acquired { token, valid_until_ms: epoch_ms(guard.valid_until()) });
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                record(Step::ReleaseInvoked { token });
-                guard.unlock().await?;
-                record(Step::Released { token });
-            }
-            session.close().await?;
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t).await???;
-    }
-    let report = history::check(&records.lock().unwrap_or_else(|e| e.into_inner()), 1);
-    ensure!(report.is_valid() && report.claims.len() == CONTENDERS * 5, "{report}");
-    Ok(())
-}
+// With one permit it is a mutex: `reliability_lock_history.rs` runs the lock-history check on
+// `Strategy::Semaphore` with the other strategies (`lock_history_is_a_mutex_semaphore`).
