@@ -619,6 +619,10 @@ pub struct PauseRecord {
     pub paused_ms: u64,
     /// When it was continued.
     pub resumed_ms: u64,
+    /// How many lines it had printed before it was stopped (read just before the resume, when
+    /// every line printed before the stop has arrived). Its lines after the pause start here:
+    /// times in whole milliseconds cannot tell them apart from the lines of the stop's millisecond.
+    pub lines_seen: usize,
     /// Whether it held the lock when stopped.
     pub was_holding: bool,
     /// Whether it was between its read and its write.
@@ -1053,11 +1057,13 @@ fn stale_holder(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let lines_seen = parse_lines(&slot.current).len();
         slot.current.resume()?;
         summary.pauses.push(PauseRecord {
             worker: slot.id.clone(),
             paused_ms,
             resumed_ms: now_ms(),
+            lines_seen,
             was_holding: true,
             in_write_window: true,
             told_lost: false,
@@ -1121,11 +1127,13 @@ fn inject(
                 slot.id
             ));
             std::thread::sleep(pause_for.saturating_sub(Duration::from_millis(100)));
+            let lines_seen = parse_lines(&slot.current).len();
             slot.current.resume()?;
             summary.pauses.push(PauseRecord {
                 worker: slot.id.clone(),
                 paused_ms,
                 resumed_ms: now_ms(),
+                lines_seen,
                 was_holding,
                 in_write_window,
                 told_lost: false,
@@ -1365,15 +1373,14 @@ pub fn check(summary: &mut Summary, logs: &[(String, Vec<LogLine>)], final_value
     for p in &mut summary.pauses {
         let Some((_, lines)) = logs.iter().find(|(id, _)| *id == p.worker) else { continue };
         if p.in_write_window {
-            p.stale_write = lines.iter().filter(|l| l.t_ms >= p.paused_ms).find_map(|l| match l.event {
+            p.stale_write = lines.iter().skip(p.lines_seen).find_map(|l| match l.event {
                 Event::Ok { .. } => Some("ok"),
                 Event::Refused { .. } => Some("refused"),
                 Event::Indeterminate { .. } => Some("indeterminate"),
                 _ => None,
             });
         }
-        let after = lines.iter().filter(|l| l.t_ms >= p.paused_ms);
-        for l in after {
+        for l in lines.iter().skip(p.lines_seen) {
             match l.event {
                 Event::LostLock { .. } => {
                     p.told_lost = true;

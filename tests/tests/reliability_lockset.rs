@@ -186,7 +186,7 @@ fn stale_holder_unfenced_write_is_a_lost_update_the_checker_flags() -> Result<()
 /// The checker itself: a history with a stale write is a lost update; a serial one is not.
 #[test]
 fn the_checker_counts_lost_updates_from_op_records() {
-    use etcd_tests::lockset::{Event, LogLine, check};
+    use etcd_tests::lockset::{Event, LogLine, PauseRecord, check};
     use std::collections::BTreeMap;
     let line = |t, event| LogLine { t_ms: t, event };
     let ok = |op: &str, read, token| Event::Ok { op: op.into(), read, written: read + 1, token };
@@ -239,6 +239,35 @@ fn the_checker_counts_lost_updates_from_op_records() {
     let mut s = Summary { mode: "fenced".into(), ..Summary::default() };
     check(&mut s, &overlapping, 2, &serial);
     assert!(!s.is_safe() && s.history.violations.len() == 1, "{s}");
+
+    // A holder paused in the very millisecond it logged its acquisition (clocks in whole ms):
+    // its lost-lock line after the resume still counts, the acquisition before the stop does not.
+    let paused = vec![(
+        "c".to_owned(),
+        vec![
+            line(100, Event::Locking),
+            line(100, Event::Acquired { token: 4, valid_until_ms: Some(3_000) }),
+            line(100, Event::Read { value: 0, token: 4, valid_until_ms: Some(3_000) }),
+            line(4_200, ok("c-1", 0, 4)),
+            line(4_201, Event::Unlocking { token: 4 }),
+            line(4_202, Event::LostLock { token: 4, reasons: "unlock-not-owner".into() }),
+            line(4_203, Event::Done { ops: 1 }),
+        ],
+    )];
+    let mut s = Summary { mode: "unfenced".into(), ..Summary::default() };
+    s.pauses.push(PauseRecord {
+        worker: "c".into(),
+        paused_ms: 100,
+        resumed_ms: 4_100,
+        lines_seen: 3,
+        was_holding: true,
+        in_write_window: true,
+        told_lost: false,
+        stale_write: None,
+    });
+    check(&mut s, &paused, 1, &[("c-1".to_owned(), 1)].into());
+    assert!(s.paused_holders_told(), "{s}");
+    assert_eq!(s.pauses[0].stale_write, Some("ok"));
 
     // Worker lines survive a round trip through their text form.
     for e in [
