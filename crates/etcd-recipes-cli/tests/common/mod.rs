@@ -17,6 +17,9 @@ use etcd_harness::{ClusterConfig, EtcdCluster};
 pub const SOON: Duration = Duration::from_secs(20);
 /// How long to watch for something that must not happen.
 pub const A_WHILE: Duration = Duration::from_millis(1200);
+/// How long an exited tool's output may take to reach the end of its pipes (a command it started
+/// and left running keeps them open).
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -55,6 +58,8 @@ pub struct Proc {
     child: Child,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Disconnects once both pipe readers reached the end of their pipe (they never send).
+    drained: Receiver<()>,
     status: Option<ExitStatus>,
 }
 
@@ -69,7 +74,10 @@ impl Proc {
         let out = child.stdout.take().context("stdout")?;
         let mut err = child.stderr.take().context("stderr")?;
         let (tx, lines) = mpsc::channel();
+        let (out_done, drained) = mpsc::channel::<()>();
+        let err_done = out_done.clone();
         thread::spawn(move || {
+            let _done = out_done;
             for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -79,6 +87,7 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         thread::spawn(move || {
+            let _done = err_done;
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
@@ -87,7 +96,7 @@ impl Proc {
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Ok(Proc { name, child, lines, stderr, status: None })
+        Ok(Proc { name, child, lines, stderr, drained, status: None })
     }
 
     pub fn pid(&self) -> u32 {
@@ -146,8 +155,9 @@ impl Proc {
             thread::sleep(Duration::from_millis(20));
         };
         use std::os::unix::process::ExitStatusExt;
-        // Give the stderr reader a moment to drain.
-        thread::sleep(Duration::from_millis(50));
+        // Everything it wrote is read once both pipes are at their end; a command it left running
+        // may hold them open, so not longer than DRAIN.
+        let _ = self.drained.recv_timeout(DRAIN);
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
@@ -181,12 +191,8 @@ pub fn run(command: Command, within: Duration) -> Result<Outcome> {
     let mut p = Proc::spawn(command)?;
     let code = p.wait(within)?;
     let took = started.elapsed();
-    // The stdout reader may lag behind the exit a little.
-    let mut stdout = Vec::new();
-    while let Ok(line) = p.lines.recv_timeout(Duration::from_millis(200)) {
-        stdout.push(line);
-    }
-    Ok(Outcome { code, stdout: stdout.join("\n"), stderr: p.stderr(), took })
+    // `wait` returned once the pipes were drained: every line is in the channel.
+    Ok(Outcome { code, stdout: p.rest().join("\n"), stderr: p.stderr(), took })
 }
 
 /// Keys under `prefix` (etcdctl, keys only).
