@@ -409,6 +409,8 @@ pub struct WorkerArgs {
     pub endpoints: Vec<String>,
     /// Lock strategy (ignored in election mode).
     pub strategy: Strategy,
+    /// With [`Strategy::Semaphore`], how many may hold at once; 1 for every other strategy.
+    pub permits: usize,
     /// What to do.
     pub mode: WorkerMode,
     /// Session (and lease TTL lock) TTL, seconds.
@@ -445,6 +447,9 @@ impl WorkerArgs {
             format!("millis={}", self.duration.as_millis()),
             format!("hold={}..{}", self.hold_ms.0, self.hold_ms.1),
         ];
+        if self.permits != 1 {
+            args.push(format!("permits={}", self.permits));
+        }
         if let Some(n) = self.max_ops {
             args.push(format!("ops={n}"));
         }
@@ -472,6 +477,7 @@ impl WorkerArgs {
         Ok(WorkerArgs {
             endpoints: get("endpoints")?.split(',').map(str::to_owned).collect(),
             strategy: get("strategy")?.parse()?,
+            permits: map.get("permits").map(|s| s.parse()).transpose()?.unwrap_or(1),
             mode,
             ttl_secs: get("ttl")?.parse()?,
             name: get("name")?,
@@ -554,6 +560,10 @@ pub struct RunConfig {
     pub worker_bin: PathBuf,
     /// The lock strategy.
     pub strategy: Strategy,
+    /// With [`Strategy::Semaphore`], how many may hold at once (the history is checked against
+    /// that many); 1 for every other strategy. With more than one, holders race on the counter by
+    /// design: its lost updates say nothing about the lock.
+    pub permits: usize,
     /// Fenced or unfenced writes.
     pub mode: Mode,
     /// Number of worker processes (K).
@@ -592,6 +602,7 @@ impl RunConfig {
         RunConfig {
             worker_bin: worker_bin.into(),
             strategy,
+            permits: 1,
             mode,
             workers: 3,
             ttl_secs: 2,
@@ -685,8 +696,10 @@ pub struct Summary {
     pub max_no_holder_from_ms: u64,
     /// Problems of the run itself (a worker that did not stop, a fault that could not be injected).
     pub notes: Vec<String>,
-    /// The lock history (acquisitions, promises, releases) checked against a mutex: see
-    /// [`crate::history`].
+    /// How many may hold at once, the bound the history is checked against (0 counts as 1).
+    pub permits: usize,
+    /// The lock history (acquisitions, promises, releases) checked against a mutex, or a
+    /// semaphore of [`permits`](Self::permits): see [`crate::history`].
     pub history: history::Report,
 }
 
@@ -754,15 +767,19 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let verdict = match (self.mode.as_str(), self.is_safe()) {
+            _ if !self.history.is_valid() && self.permits > 1 => "UNSAFE: the lock history breaks the semaphore model",
             _ if !self.history.is_valid() => "UNSAFE: the lock history breaks the mutex model",
+            _ if self.permits > 1 && !self.missing_acknowledged.is_empty() => "UNSAFE: acknowledged writes vanished",
+            _ if self.permits > 1 => "never more holders than permits (the counter is raced by design)",
             (_, true) => "no lost update",
             ("fenced", false) => "UNSAFE: fenced writes lost updates",
             _ => "lost updates detected (expected without fencing)",
         };
         writeln!(
             f,
-            "lock-set {} {} on {} ({:.1} s)",
+            "lock-set {}{} {} on {} ({:.1} s)",
             self.strategy,
+            if self.permits > 1 { format!(" of {} permits", self.permits) } else { String::new() },
             self.mode,
             self.cluster,
             self.elapsed.as_secs_f64()
@@ -866,6 +883,7 @@ pub fn run(etcd: &EtcdCluster, cfg: &RunConfig) -> Result<Summary> {
         strategy: cfg.strategy.name().to_owned(),
         mode: cfg.mode.name().to_owned(),
         cluster: format!("etcd {} x{}", etcd.version(), etcd.len()),
+        permits: cfg.permits,
         ..Summary::default()
     };
 
@@ -981,6 +999,7 @@ fn spawn_worker(
     let args = WorkerArgs {
         endpoints: proxies.iter().map(TcpProxy::url).collect(),
         strategy: cfg.strategy,
+        permits: cfg.permits,
         mode: WorkerMode::Lock(cfg.mode),
         ttl_secs: cfg.ttl_secs,
         name: cfg.name.clone(),
@@ -1344,7 +1363,7 @@ pub fn check(summary: &mut Summary, logs: &[(String, Vec<LogLine>)], final_value
             intervals.push((s, r, last.t_ms));
         }
     }
-    summary.history = history::check(&history_of(logs), 1);
+    summary.history = history::check(&history_of(logs), summary.permits.max(1));
     summary.landed = landed.len() as u64;
     summary.final_value = final_value;
     summary.lost_updates = summary.landed.saturating_sub(final_value);

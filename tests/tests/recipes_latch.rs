@@ -161,6 +161,7 @@ fn spawn_workers(endpoints: Vec<String>, name: &str) -> Result<Vec<ClientProcess
             let args = WorkerArgs {
                 endpoints: endpoints.clone(),
                 strategy: Strategy::Mutex,
+                permits: 1,
                 mode: WorkerMode::Latch,
                 ttl_secs: TTL,
                 name: name.to_owned(),

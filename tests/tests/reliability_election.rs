@@ -37,6 +37,7 @@ async fn a_sigkilled_leader_is_replaced_once_and_every_observer_agrees() -> Resu
         let args = WorkerArgs {
             endpoints: etcd.endpoints(),
             strategy: Strategy::Mutex,
+            permits: 1,
             mode: WorkerMode::Elect,
             ttl_secs: TTL,
             name: name.to_owned(),

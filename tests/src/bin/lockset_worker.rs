@@ -1,7 +1,7 @@
 //! One process of the lock-set workload (see `etcd_tests::lockset`), or an election candidate.
 //!
 //! `lockset_worker endpoints=A,B strategy=mutex mode=fenced|unfenced|elect ttl=2 name=NAME id=ID
-//! millis=20000 hold=50..300 [ops=N]`
+//! millis=20000 hold=50..300 [permits=N] [ops=N]` (`permits` with `strategy=semaphore` only)
 //!
 //! Lock modes loop until the time or op budget is spent: lock, read `<name>-counter`, sleep a random
 //! `hold` while, write counter + 1 together with the op record `<name>-ops/<id>-<op>` (through the
@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_recipes::{DistributedLock, Election, Error, LatchState, LeaderLatch, Session};
+use etcd_recipes::{DistributedLock, Election, Error, LatchState, LeaderLatch, Semaphore, Session, Strategy};
 use etcd_tests::lockset::{Event, LogLine, Mode, WorkerArgs, WorkerMode, counter_key, epoch_ms, now_ms, ops_prefix};
 use etcd_wire::{Client, ClientOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tokio::time::{Instant, sleep, timeout};
@@ -85,6 +85,15 @@ async fn new_session(client: &Client, cfg: &WorkerArgs, deadline: Instant, first
     None
 }
 
+/// The lock of `cfg` on `session`: its strategy's, or a semaphore of its permits.
+fn new_lock(cfg: &WorkerArgs, session: &Session) -> Result<Box<dyn DistributedLock>> {
+    Ok(match cfg.strategy {
+        Strategy::Semaphore => Box::new(Semaphore::new(session, &cfg.name, cfg.permits)?),
+        _ if cfg.permits != 1 => anyhow::bail!("permits={} needs strategy=semaphore", cfg.permits),
+        strategy => strategy.new_lock(session, &cfg.name)?,
+    })
+}
+
 async fn lock_loop(
     client: &Client,
     cfg: &WorkerArgs,
@@ -94,14 +103,14 @@ async fn lock_loop(
 ) -> Result<()> {
     let counter = counter_key(&cfg.name);
     let ops_dir = ops_prefix(&cfg.name);
-    let mut lock: Box<dyn DistributedLock> = cfg.strategy.new_lock(&session, &cfg.name)?;
+    let mut lock = new_lock(cfg, &session)?;
     let mut op = 0u64;
     while Instant::now() < deadline && cfg.max_ops.is_none_or(|max| op < max) && !cfg.stop_requested() {
         if session.is_lost() {
             session.orphan();
             let Some(s) = new_session(client, cfg, deadline, false).await else { break };
             session = s;
-            lock = cfg.strategy.new_lock(&session, &cfg.name)?;
+            lock = new_lock(cfg, &session)?;
         }
         let wait = WAIT_LIMIT.min(deadline.saturating_duration_since(Instant::now()));
         emit(Event::Locking);
