@@ -217,8 +217,12 @@ fn without_tls() -> Result<()> {
     run_example("etcd-wire/kv without TLS", example, EtcdVersion::V3_5_1)
 }
 
+/// Prints a step's header with the time since the first step, so a CI log shows where the
+/// suite's minutes go (it must stay well inside CI's limit on 2 cores).
 fn step(name: &str) {
-    println!("\n==> {name}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let at = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    println!("\n==> {name} (at {}m{:02}s)", at / 60, at % 60);
 }
 
 fn cargo(args: &[&str], version: Option<EtcdVersion>) -> Result<()> {
